@@ -1,0 +1,1 @@
+"""Click commands, grouped by concern. Thin: they call the core and render its results."""

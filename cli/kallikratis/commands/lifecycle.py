@@ -1,0 +1,255 @@
+"""VM lifecycle commands: validate, plan, up, status, ssh, console, destroy, render."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import click
+from rich.table import Table
+
+from kallikratis import inventory
+from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
+from kallikratis.commands.progress import PhaseBoard
+from kallikratis.errors import InventoryError, KallikratisError, ProvisionError, UsageError
+from kallikratis.keys import KeyPair
+from kallikratis.render import yaml_str
+from kallikratis.provision import UpResult
+
+names_arg = click.argument("names", nargs=-1, metavar="[NAMES]...")
+all_opt = click.option("--all", "all_", is_flag=True, help="Every municipality in the inventory.")
+
+
+def _selection(ctx: Context, names: tuple[str, ...], all_: bool, *, required: bool = False):
+    if required and not names and not all_:
+        raise UsageError("name the municipalities, or pass --all")
+    if names and all_:
+        raise UsageError("give NAMES or --all, not both")
+    return ctx.fleet.select(names, all_=all_)
+
+
+def _check_capacity(ctx: Context) -> None:
+    problems = inventory.check_capacity(ctx.fleet, ctx.engine.capacity())
+    if problems:
+        raise InventoryError(problems)
+
+
+@click.command()
+@click.option("--offline", is_flag=True, help="Do not contact hypervisors (skip capacity checks).")
+@json_option
+@pass_ctx
+def validate(ctx: Context, offline: bool, as_json: bool) -> None:
+    """Check the inventory; change nothing.
+
+    Reports every problem with its file, municipality and field; exit code 2 when invalid.
+    """
+    try:
+        fleet = ctx.fleet
+        if not offline:
+            _check_capacity(ctx)
+    except InventoryError as exc:
+        if as_json:
+            emit_json({"valid": False, "problems": exc.problems})
+        raise
+    if as_json:
+        emit_json({"valid": True, "fleet": fleet.name,
+                   "municipalities": [m.slug for m in fleet.municipalities]})
+    else:
+        console.print(f"inventory {esc(fleet.inventory)} is valid: fleet {esc(fleet.name)}, "
+                      f"{len(fleet.municipalities)} municipalities")
+
+
+@click.command()
+@names_arg
+@json_option
+@pass_ctx
+def plan(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Show what `up` would do: create / change / unchanged, and orphans. Touches nothing."""
+    engine = ctx.engine
+    items = engine.plan(_selection(ctx, names, False))
+    orphans = engine.orphans()
+    if as_json:
+        emit_json({"items": items, "orphans": orphans})
+        return
+    table = Table(title=f"plan for fleet {esc(ctx.fleet.name)}", title_justify="left")
+    for col in ("municipality", "action", "state", "details"):
+        table.add_column(col)
+    for it in items:
+        details = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in it.changes)
+        if it.restart_pending:
+            details = (details + "; " if details else "") + "restart pending"
+        color = {"create": "green", "change": "yellow"}.get(it.action, "")
+        action = f"[{color}]{it.action}[/]" if color else it.action
+        table.add_row(esc(it.slug), action, esc(it.state), esc(details))
+    for o in orphans:
+        table.add_row(esc(o.slug), "[red]orphan[/]", esc(o.state),
+                      "not in the inventory; `destroy` removes it")
+    console.print(table)
+    todo = sum(it.action != "unchanged" for it in items)
+    console.print(f"{todo} to create or change, {len(items) - todo} unchanged, "
+                  f"{len(orphans)} orphan(s)")
+
+
+def _report(results: list[UpResult], as_json: bool, title: str) -> None:
+    if as_json:
+        emit_json({"results": results})
+    else:
+        table = Table(title=title, title_justify="left")
+        for col in ("municipality", "result", "seconds", "ssh ready (s)", "detail"):
+            table.add_column(col)
+        for r in results:
+            color = "red" if r.result == "failed" else "green"
+            ssh_s = f"{r.ssh_seconds:.1f}" if r.ssh_seconds is not None else ""
+            table.add_row(esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s,
+                          esc(r.detail))
+        console.print(table)
+    failed = [r.slug for r in results if r.result == "failed"]
+    if failed:
+        raise ProvisionError(f"failed: {', '.join(failed)}")
+
+
+@click.command()
+@names_arg
+@all_opt
+@click.option("--restart", is_flag=True, help="Restart running VMs whose spec changed.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for SSH to answer.")
+@click.option("--parallel", default=8, show_default=True, help="VMs brought up at once.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and stop (same as `plan`).")
+@json_option
+@click.pass_context
+def up(cctx: click.Context, names: tuple[str, ...], all_: bool, restart: bool, no_wait: bool,
+       parallel: int, dry_run: bool, as_json: bool) -> None:
+    """Create or update municipality VMs until they answer SSH with their pinned key.
+
+    Idempotent: a second run reports every VM unchanged. Network, storage pool, golden image,
+    copy-on-write disk, cloud-init seed, DHCP reservation and domain are each ensured.
+    """
+    ctx: Context = cctx.obj
+    selection = _selection(ctx, names, all_, required=True)
+    if dry_run:
+        cctx.invoke(plan, names=tuple(m.slug for m in selection), as_json=as_json)
+        return
+    _check_capacity(ctx)
+    with PhaseBoard([m.slug for m in selection], "up") as board:
+        results = ctx.engine.up(selection, board, restart=restart, wait=not no_wait,
+                                parallel=parallel)
+    _report(results, as_json, "up")
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, _ = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h {minutes}m" if days else f"{hours}h {minutes}m"
+
+
+@click.command()
+@json_option
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """The fleet as libvirt sees it: state, IP, domain, image, uptime, drift."""
+    rows = ctx.engine.status()
+    if as_json:
+        emit_json({"fleet": ctx.fleet.name, "municipalities": rows})
+        return
+    table = Table(title=f"fleet {esc(ctx.fleet.name)}", title_justify="left")
+    for col in ("municipality", "hypervisor", "state", "ip", "domain", "image", "uptime",
+                "drift"):
+        table.add_column(col)
+    for r in rows:
+        color = "green" if r.state == "running" else "yellow"
+        table.add_row(esc(r.slug), esc(r.hypervisor), f"[{color}]{esc(r.state)}[/]", r.ip,
+                      esc(r.domain), esc(r.image), _uptime(r.uptime_s),
+                      esc("; ".join(r.drift)) or "none")
+    console.print(table)
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def ssh(ctx: Context, name: str, command: tuple[str, ...]) -> None:
+    """Log in to a municipality's VM (host key pinned), or run COMMAND there.
+
+    Example: kallikratis ssh hersonissos -- hostname
+    """
+    m = ctx.fleet.get(name)
+    target = ctx.engine.target(m)
+    if not target.identity.exists():
+        raise UsageError(f"no automation key at {target.identity}: run `kallikratis up` first")
+    argv = target.argv(list(command) or None, tty=not command and os.isatty(0))
+    os.execvp(argv[0], argv)
+
+
+@click.command()
+@click.argument("name")
+@pass_ctx
+def console_cmd(ctx: Context, name: str) -> None:
+    """Attach to a VM's serial console (leave with Ctrl+])."""
+    m = ctx.fleet.get(name)
+    uri = ctx.fleet.hypervisor_of(m).uri
+    if not shutil.which("virsh"):
+        raise KallikratisError("virsh is not installed")
+    os.execvp("virsh", ["virsh", "-c", uri, "console", m.vm_name])
+
+
+console_cmd.name = "console"
+
+
+@click.command()
+@names_arg
+@all_opt
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@json_option
+@pass_ctx
+def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json: bool) -> None:
+    """Remove VMs: domain, disk, seed and DHCP reservation. Never the golden image.
+
+    NAMES may include orphans (VMs of this fleet no longer in the inventory). Only domains
+    carrying Kallikratis metadata are ever touched.
+    """
+    if names and all_:
+        raise UsageError("give NAMES or --all, not both")
+    if not names and not all_:
+        raise UsageError("name the municipalities to destroy, or pass --all")
+    engine = ctx.engine
+    known = [m.slug for m in ctx.fleet.municipalities]
+    orphans = [o.slug for o in engine.orphans()]
+    slugs = known + orphans if all_ else list(names)
+    unknown = [n for n in slugs if n not in known and n not in orphans]
+    if unknown:
+        raise UsageError(f"unknown municipality: {', '.join(unknown)}")
+    if not yes:
+        if not os.isatty(0):
+            raise UsageError("destroy needs confirmation: pass --yes when not on a terminal")
+        click.confirm(f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?",
+                      abort=True)
+    with PhaseBoard(slugs, "destroy") as board:
+        results = engine.destroy(slugs, board)
+    _report(results, as_json, "destroy")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--what", type=click.Choice(["domain", "user-data", "meta-data", "network-config"]),
+              default="domain", show_default=True)
+@pass_ctx
+def render_cmd(ctx: Context, name: str, what: str) -> None:
+    """Print the exact document `up` writes for NAME (private keys redacted)."""
+    m = ctx.fleet.get(name)
+    engine = ctx.engine
+    pair = engine.keys.host_key(m.slug, create=False)
+    if pair is None:
+        pair = KeyPair("", "(host key generated at first `up`)")
+    dom = engine.backend(m.hypervisor).domain(m.vm_name)
+    image = dom.image if dom else engine.recipe().version
+    doc = engine.documents(m, pair, image)[what]
+    if pair.private_openssh:
+        doc = doc.replace(yaml_str(pair.private_openssh), '"<redacted: host private key>"')
+    click.echo(doc, nl=False)
+
+
+render_cmd.name = "render"
+COMMANDS = (validate, plan, up, status, ssh, console_cmd, destroy, render_cmd)

@@ -1,0 +1,86 @@
+"""Publishing built golden images into a hypervisor's storage pool.
+
+A golden volume is trusted only when its checksum marker volume exists; the marker is written
+after the upload completes, so an interrupted upload is detected and redone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kallikratis import images, render
+from kallikratis.errors import ImageError
+from kallikratis.hypervisor import LibvirtBackend
+
+log = logging.getLogger(__name__)
+PREFIX = "golden-"
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    volume: str
+    path: str
+    version: str
+    sha256: str
+    size_bytes: int
+
+
+def marker_name(volume: str) -> str:
+    return volume + ".sha256"
+
+
+def published(backend: LibvirtBackend, pool: str) -> list[PublishedImage]:
+    """Golden images in *pool* whose upload completed."""
+    vols = {v.name: v for v in backend.volumes(pool)}
+    out = []
+    for name, vol in sorted(vols.items()):
+        if not name.startswith(PREFIX) or not name.endswith(".qcow2"):
+            continue
+        if marker_name(name) not in vols:
+            continue
+        digest = _read_marker(backend, pool, name)
+        version = name[: -len(".qcow2")].rsplit("-", 1)[-1]
+        out.append(PublishedImage(name, vol.path, version, digest, vol.allocation_bytes))
+    return out
+
+
+def _read_marker(backend: LibvirtBackend, pool: str, volume: str) -> str:
+    if not backend.can_stream:
+        return ""
+    return backend.download(pool, marker_name(volume)).decode(errors="replace").strip("\0 \n")
+
+
+def ensure_published(backend: LibvirtBackend, pool: str, recipe: images.Recipe, cache: Path,
+                     progress: Callable[[str], None] | None = None) -> PublishedImage:
+    """Make sure the recipe's current image is complete in *pool*; upload it if not."""
+    volume = f"{PREFIX}{recipe.name}-{recipe.version}.qcow2"
+    for img in published(backend, pool):
+        if img.volume == volume:
+            return img
+    built = images.cached_image(recipe, cache)
+    if built is None and backend.can_stream:
+        raise ImageError(
+            f"image {recipe.name} version {recipe.version} is not built yet: "
+            f"run `kallikratis image build {recipe.name}`")
+    backend.delete_volume(pool, volume)  # an interrupted upload: start again
+    backend.delete_volume(pool, marker_name(volume))
+    size = built.size_bytes if built else 1 << 20
+    virtual = built.virtual_size_bytes if built else 1 << 30
+    backend.create_volume(pool, render.render(
+        "raw-volume.xml.j2", name=volume, capacity=virtual, format="qcow2"))
+    if built is not None and backend.can_stream:
+        if progress:
+            progress(f"uploading {volume} ({size >> 20} MiB)")
+        backend.upload(pool, volume, built.path)
+    digest = built.sha256 if built else "test-driver"
+    backend.create_volume(pool, render.render(
+        "raw-volume.xml.j2", name=marker_name(volume), capacity=len(digest), format="raw"))
+    if backend.can_stream:
+        backend.upload(pool, marker_name(volume), digest.encode())
+    vol = backend.volume(pool, volume)
+    assert vol is not None
+    log.info("published %s into pool %s", volume, pool)
+    return PublishedImage(volume, vol.path, recipe.version, digest, size)

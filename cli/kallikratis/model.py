@@ -1,0 +1,132 @@
+"""The fleet as typed, frozen values. Built by :mod:`kallikratis.inventory`; pure, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kallikratis.errors import UsageError
+
+#: XML namespace of the <metadata> element Kallikratis writes into every domain it owns.
+METADATA_NS = "https://kallikratis.dev/xmlns/domain/1"
+MODULES = ("portal", "opendata", "education")
+DOMAIN_TYPES = ("kvm", "qemu")
+NETWORK_MODES = ("nat", "route", "isolated", "bridge")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    mode: str
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    dns: tuple[str, ...]
+    bridge: str
+
+    @property
+    def managed(self) -> bool:
+        """True when libvirt runs the network (and its DHCP server)."""
+        return self.mode != "bridge"
+
+
+@dataclass(frozen=True)
+class StoragePool:
+    name: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str
+    uri: str
+    domain_type: str
+
+
+@dataclass(frozen=True)
+class Municipality:
+    slug: str
+    vm_name: str
+    display_name: str
+    domain: str
+    profile: Profile
+    modules: tuple[str, ...]
+    ip: ipaddress.IPv4Address
+    mac: str
+    hypervisor: str
+    vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    name: str
+    domain: str
+    inventory: Path
+    network: Network
+    pool: StoragePool
+    image: str
+    admin_user: str
+    admin_ssh_keys: tuple[str, ...]
+    profiles: Mapping[str, Profile]
+    hypervisors: Mapping[str, Hypervisor]
+    municipalities: tuple[Municipality, ...]
+
+    def get(self, slug: str) -> Municipality:
+        for m in self.municipalities:
+            if m.slug == slug:
+                return m
+        raise UsageError(f"no municipality {slug!r} in inventory {self.inventory}")
+
+    def select(self, names: Iterable[str], *, all_: bool = False) -> tuple[Municipality, ...]:
+        """The municipalities named (in inventory order), or all of them."""
+        names = list(names)
+        if all_ or not names:
+            return self.municipalities
+        unknown = [n for n in names if n not in {m.slug for m in self.municipalities}]
+        if unknown:
+            known = ", ".join(m.slug for m in self.municipalities)
+            raise UsageError(f"unknown municipality: {', '.join(unknown)} (known: {known})")
+        return tuple(m for m in self.municipalities if m.slug in names)
+
+    def hypervisor_of(self, m: Municipality) -> Hypervisor:
+        return self.hypervisors[m.hypervisor]
+
+
+def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]:
+    """Everything that decides how a municipality's VM is built, as plain JSON-able data.
+
+    Stored in the domain's metadata; its hash tells whether the VM matches the inventory.
+    """
+    hv = fleet.hypervisor_of(m)
+    return {
+        "slug": m.slug,
+        "display_name": m.display_name,
+        "domain": m.domain,
+        "vcpus": m.profile.vcpus,
+        "memory_mib": m.profile.memory_mib,
+        "disk_gib": m.profile.disk_gib,
+        "ip": str(m.ip),
+        "mac": m.mac,
+        "network": fleet.network.name,
+        "domain_type": hv.domain_type,
+        "image": f"{fleet.image}-{image_version}",
+        "admin_user": fleet.admin_user,
+        "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
+    }
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    blob = json.dumps(spec, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

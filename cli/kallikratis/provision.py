@@ -1,0 +1,324 @@
+"""The provisioning engine: plan, up, destroy, status of municipality VMs.
+
+Desired state is the inventory; actual state is libvirt (our <metadata> in each domain).
+Every step is idempotent, so a run killed at any point converges when run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kallikratis import golden, images, model, paths, render
+from kallikratis.errors import HypervisorError, KallikratisError
+from kallikratis.hypervisor import DomainInfo, LibvirtBackend, connect
+from kallikratis.keys import KeyPair, KeyStore
+from kallikratis.seed import Seed
+from kallikratis.ssh import SshTarget, wait_ready
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, str], None]  # (slug, phase)
+SSH_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class PlanItem:
+    slug: str
+    vm_name: str
+    hypervisor: str
+    action: str  # create | change | unchanged | orphan
+    state: str
+    changes: tuple[tuple[str, Any, Any], ...] = ()
+    restart_pending: bool = False
+
+
+@dataclass(frozen=True)
+class UpResult:
+    slug: str
+    result: str  # created | changed | started | unchanged | failed
+    detail: str = ""
+    seconds: float = 0.0
+    ssh_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    slug: str
+    display_name: str
+    hypervisor: str
+    state: str
+    ip: str
+    domain: str
+    modules: tuple[str, ...]
+    image: str
+    uptime_s: float | None
+    drift: tuple[str, ...] = field(default_factory=tuple)
+
+
+def volume_names(m: model.Municipality) -> tuple[str, str]:
+    return f"{m.vm_name}.qcow2", f"{m.vm_name}-seed.iso"
+
+
+def diff_spec(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
+    keys = sorted(set(old) | set(new))
+    return tuple((k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k))
+
+
+class Engine:
+    def __init__(self, fleet: model.Fleet, *, state_dir: Path | None = None,
+                 images_dir: Path | None = None, image_cache: Path | None = None,
+                 backend_factory: Callable[[str], LibvirtBackend] = connect) -> None:
+        self.fleet = fleet
+        self.state_dir = state_dir or paths.state_dir()
+        self.images_dir = images_dir or paths.images_dir()
+        self.image_cache = image_cache or paths.image_cache_dir()
+        self.keys = KeyStore(self.state_dir, fleet.name)
+        self._factory = backend_factory
+        self._backends: dict[str, LibvirtBackend] = {}
+        self._lock = threading.Lock()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def backend(self, hv_name: str) -> LibvirtBackend:
+        with self._lock:
+            if hv_name not in self._backends:
+                self._backends[hv_name] = self._factory(self.fleet.hypervisors[hv_name].uri)
+            return self._backends[hv_name]
+
+    def recipe(self) -> images.Recipe:
+        return images.load_recipe(self.images_dir, self.fleet.image)
+
+    def spec(self, m: model.Municipality) -> dict[str, Any]:
+        return model.vm_spec(self.fleet, m, "")
+
+    def _live(self) -> dict[str, dict[str, DomainInfo]]:
+        """hypervisor -> slug -> our domains of this fleet."""
+        return {hv: {d.slug: d for d in self.backend(hv).domains(self.fleet.name)}
+                for hv in self.fleet.hypervisors}
+
+    def capacity(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for hv in self.fleet.hypervisors:
+            info = self.backend(hv).host_info()
+            out[hv] = (info.cpus, info.memory_mib)
+        return out
+
+    def target(self, m: model.Municipality) -> SshTarget:
+        return SshTarget(self.fleet.admin_user, str(m.ip), self.keys.client_key,
+                         self.keys.known_hosts)
+
+    # -- plan ------------------------------------------------------------------------------
+    def plan(self, selection: Iterable[model.Municipality]) -> list[PlanItem]:
+        live = self._live()
+        items = []
+        for m in selection:
+            dom = live[m.hypervisor].get(m.slug)
+            spec = self.spec(m)
+            if dom is None:
+                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "create", "absent"))
+                continue
+            h = model.spec_hash(spec)
+            pending = dom.running and dom.live_spec_hash not in ("", dom.spec_hash)
+            if dom.spec_hash == h:
+                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "unchanged", dom.state,
+                                      restart_pending=pending))
+            else:
+                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "change", dom.state,
+                                      diff_spec(dom.spec, spec), dom.running))
+        return items
+
+    def orphans(self) -> list[PlanItem]:
+        """Our domains (and leftover volumes) of this fleet whose municipality left the inventory."""
+        known = {m.slug for m in self.fleet.municipalities}
+        out = []
+        for hv, doms in self._live().items():
+            out += [PlanItem(s, d.name, hv, "orphan", d.state) for s, d in doms.items()
+                    if s not in known]
+            vm_names = {d.name for d in doms.values()} | {m.vm_name for m in self.fleet.municipalities}
+            for vol in self.backend(hv).volumes(self.fleet.pool.name):
+                base = vol.name.removesuffix("-seed.iso").removesuffix(".qcow2")
+                if base.startswith(f"{self.fleet.name}-") and base not in vm_names:
+                    slug = base[len(self.fleet.name) + 1:]
+                    if not any(o.slug == slug for o in out):
+                        out.append(PlanItem(slug, base, hv, "orphan", "volumes only"))
+        return out
+
+    # -- up --------------------------------------------------------------------------------
+    def prepare(self, hv: str, progress: Progress) -> golden.PublishedImage:
+        """Network, pool and golden image on one hypervisor."""
+        be = self.backend(hv)
+        net = self.fleet.network
+        hosts = [m for m in self.fleet.municipalities if m.hypervisor == hv]
+        be.ensure_pool(self.fleet.pool.name, render.render("pool.xml.j2", pool=self.fleet.pool))
+        if net.managed:
+            be.ensure_network(net.name, render.render("network.xml.j2", net=net,
+                                                      fleet=self.fleet, hosts=hosts))
+        return golden.ensure_published(be, self.fleet.pool.name, self.recipe(), self.image_cache,
+                                       lambda msg: progress("*", msg))
+
+    def documents(self, m: model.Municipality, host_key: KeyPair, image: str) -> dict[str, str]:
+        """Every document `up` writes for *m*: the seed files and the domain XML."""
+        spec = self.spec(m)
+        h = model.spec_hash(spec)
+        client_pub = self.keys.ensure_client_key()
+        ctx = {"vm": m, "fleet": self.fleet, "host_private_key": host_key.private_openssh,
+               "host_public_key": host_key.public_openssh,
+               "authorized_keys": [client_pub, *self.fleet.admin_ssh_keys],
+               "instance_id": f"{m.vm_name}-{h[:8]}"}
+        seed = Seed(render.render("user-data.j2", **ctx), render.render("meta-data.j2", **ctx),
+                    render.render("network-config.j2", **ctx))
+        disk, seed_vol = volume_names(m)
+        domain = render.render(
+            "domain.xml.j2", vm=m, fleet=self.fleet, ns=model.METADATA_NS,
+            domain_type=self.fleet.hypervisor_of(m).domain_type, image_version=image,
+            spec_hash=h, seed_hash=seed.digest,
+            spec_json=json.dumps(spec, sort_keys=True, ensure_ascii=False),
+            host_public_key=host_key.public_openssh, disk_volume=disk, seed_volume=seed_vol)
+        return {**seed.files(), "domain": domain, "seed-hash": seed.digest, "spec-hash": h}
+
+    def up(self, selection: Iterable[model.Municipality], progress: Progress, *,
+           restart: bool = False, wait: bool = True, parallel: int = 8) -> list[UpResult]:
+        selection = list(selection)
+        self.keys.ensure_client_key()
+        for m in selection:  # keys first, serially: one known_hosts writer
+            self.keys.host_key(m.slug)
+        self._write_known_hosts()
+        golden_by_hv = {hv: self.prepare(hv, progress)
+                        for hv in sorted({m.hypervisor for m in selection})}
+        with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(selection)))) as pool:
+            futures = [pool.submit(self._up_one, m, golden_by_hv[m.hypervisor], progress,
+                                   restart, wait) for m in selection]
+            return [f.result() for f in futures]
+
+    def _write_known_hosts(self) -> None:
+        entries = {}
+        for m in self.fleet.municipalities:
+            pair = self.keys.host_key(m.slug, create=False)
+            if pair:
+                entries[str(m.ip)] = pair.public_openssh
+        self.keys.write_known_hosts(entries)
+
+    def _up_one(self, m: model.Municipality, image: golden.PublishedImage, progress: Progress,
+                restart: bool, wait: bool) -> UpResult:
+        start = time.monotonic()
+        try:
+            result, detail = self._converge(m, image, progress, restart)
+            ssh_s = None
+            if wait and result != "failed" and "restart pending" not in detail:
+                progress(m.slug, "waiting for SSH")
+                ssh_s = wait_ready(self.target(m), SSH_TIMEOUT)
+                if ssh_s is None:
+                    result, detail = "failed", f"SSH did not answer within {SSH_TIMEOUT:.0f} s"
+            progress(m.slug, result)
+            return UpResult(m.slug, result, detail, time.monotonic() - start, ssh_s)
+        except KallikratisError as exc:
+            progress(m.slug, "failed")
+            return UpResult(m.slug, "failed", exc.message, time.monotonic() - start)
+
+    def _converge(self, m: model.Municipality, image: golden.PublishedImage, progress: Progress,
+                  restart: bool) -> tuple[str, str]:
+        be = self.backend(m.hypervisor)
+        pool = self.fleet.pool.name
+        host_key = self.keys.host_key(m.slug)
+        if host_key is None:
+            raise KallikratisError(f"{m.slug}: no host key")
+        dom = be.domain(m.vm_name)
+        # a VM keeps the image it was born with; patch runs keep it current
+        docs = self.documents(m, host_key, dom.image if dom else image.version)
+        disk, seed_vol = volume_names(m)
+        have_disk = be.volume(pool, disk) is not None
+        have_seed = be.volume(pool, seed_vol) is not None
+        if self.fleet.network.managed:
+            be.set_dhcp_host(self.fleet.network.name,
+                             render.render("dhcp-host.xml.j2", vm=m), m.mac, True)
+        if (dom and dom.spec_hash == docs["spec-hash"] and dom.seed_hash == docs["seed-hash"]
+                and have_disk and have_seed):
+            if dom.running:
+                return "unchanged", ""
+            progress(m.slug, "starting")
+            be.start_domain(m.vm_name)
+            return "started", f"was {dom.state}"
+        progress(m.slug, "writing seed")
+        self._write_seed(be, m, docs)
+        if not have_disk:
+            progress(m.slug, "creating disk")
+            be.create_volume(pool, render.render(
+                "overlay.xml.j2", name=disk, capacity_gib=m.profile.disk_gib,
+                backing_path=image.path))
+        progress(m.slug, "defining domain")
+        be.define_domain(docs["domain"])
+        if dom is not None and dom.running:
+            if not restart:
+                return "changed", "restart pending (up --restart applies it)"
+            progress(m.slug, "restarting")
+            be.stop_domain(m.vm_name)
+        progress(m.slug, "starting")
+        be.start_domain(m.vm_name)
+        return ("changed", "restarted") if dom else ("created", "")
+
+    def _write_seed(self, be: LibvirtBackend, m: model.Municipality, docs: dict[str, str]) -> None:
+        pool = self.fleet.pool.name
+        _, seed_vol = volume_names(m)
+        data = Seed(docs["user-data"], docs["meta-data"], docs["network-config"]).iso()
+        be.delete_volume(pool, seed_vol)
+        be.create_volume(pool, render.render("raw-volume.xml.j2", name=seed_vol,
+                                             capacity=len(data), format="raw"))
+        if be.can_stream:
+            be.upload(pool, seed_vol, data)
+
+    # -- destroy ---------------------------------------------------------------------------
+    def destroy(self, slugs: Iterable[str], progress: Progress) -> list[UpResult]:
+        by_slug = {m.slug: m for m in self.fleet.municipalities}
+        orphans = {o.slug: o for o in self.orphans()}
+        out = []
+        for slug in slugs:
+            start = time.monotonic()
+            hv = by_slug[slug].hypervisor if slug in by_slug else orphans[slug].hypervisor
+            be = self.backend(hv)
+            vm_name = f"{self.fleet.name}-{slug}"
+            progress(slug, "removing domain")
+            try:
+                removed = be.remove_domain(vm_name)
+                for vol in (f"{vm_name}.qcow2", f"{vm_name}-seed.iso"):
+                    removed = be.delete_volume(self.fleet.pool.name, vol) or removed
+                if self.fleet.network.managed and slug in by_slug:
+                    m = by_slug[slug]
+                    removed = be.set_dhcp_host(self.fleet.network.name, render.render(
+                        "dhcp-host.xml.j2", vm=m), m.mac, False) or removed
+            except HypervisorError as exc:
+                out.append(UpResult(slug, "failed", exc.message, time.monotonic() - start))
+                continue
+            self.keys.forget_host_key(slug)
+            progress(slug, "destroyed" if removed else "absent")
+            out.append(UpResult(slug, "destroyed" if removed else "absent", "",
+                                time.monotonic() - start))
+        self._write_known_hosts()
+        return out
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> list[StatusRow]:
+        live = self._live()
+        rows = []
+        now = time.time()
+        for m in self.fleet.municipalities:
+            dom = live[m.hypervisor].get(m.slug)
+            if dom is None:
+                rows.append(StatusRow(m.slug, m.display_name, m.hypervisor, "absent", str(m.ip),
+                                      m.domain, m.modules, "", None, ("not created",)))
+                continue
+            drift = [f"{k}: {a!r} -> {b!r}" for k, a, b in diff_spec(dom.spec, self.spec(m))]
+            if dom.running and dom.live_spec_hash and dom.live_spec_hash != dom.spec_hash:
+                drift.append("restart pending")
+            uptime = now - dom.started if dom.running and dom.started else None
+            rows.append(StatusRow(m.slug, m.display_name, m.hypervisor, dom.state, str(m.ip),
+                                  m.domain, m.modules, dom.image, uptime, tuple(drift)))
+        for o in self.orphans():
+            rows.append(StatusRow(o.slug, "", o.hypervisor, o.state, "", "", (), "", None,
+                                  ("orphan: not in inventory",)))
+        return rows
