@@ -29,9 +29,16 @@ Exit codes: 0 ok, 1 failed or declined, 2 bad input, 3 hypervisor error,
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-i", "--inventory", "inventory", envvar="KALLIKRATIS_INVENTORY",
-              type=click.Path(path_type=Path), default=None, show_envvar=True,
-              help="Ansible inventory of the fleet (directory or hosts.yml).")
+@click.option(
+    "-i",
+    "--inventory",
+    "inventory",
+    envvar="KALLIKRATIS_INVENTORY",
+    type=click.Path(path_type=Path),
+    default=None,
+    show_envvar=True,
+    help="Ansible inventory of the fleet (directory or hosts.yml).",
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(__version__, prog_name="kallikratis")
 @click.pass_context
@@ -42,8 +49,11 @@ def main_group(ctx: click.Context, inventory: Path | None, verbose: int) -> None
     changes something is idempotent: run it twice and the second run changes nothing.
     """
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=max(level, logging.DEBUG),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     ctx.obj = Context(inventory)
 
 

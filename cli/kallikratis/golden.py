@@ -53,8 +53,13 @@ def _read_marker(backend: LibvirtBackend, pool: str, volume: str) -> str:
     return backend.download(pool, marker_name(volume)).decode(errors="replace").strip("\0 \n")
 
 
-def ensure_published(backend: LibvirtBackend, pool: str, recipe: images.Recipe, cache: Path,
-                     progress: Callable[[str], None] | None = None) -> PublishedImage:
+def ensure_published(
+    backend: LibvirtBackend,
+    pool: str,
+    recipe: images.Recipe,
+    cache: Path,
+    progress: Callable[[str], None] | None = None,
+) -> PublishedImage:
     """Make sure the recipe's current image is complete in *pool*; upload it if not."""
     volume = f"{PREFIX}{recipe.name}-{recipe.version}.qcow2"
     for img in published(backend, pool):
@@ -64,20 +69,26 @@ def ensure_published(backend: LibvirtBackend, pool: str, recipe: images.Recipe, 
     if built is None and backend.can_stream:
         raise ImageError(
             f"image {recipe.name} version {recipe.version} is not built yet: "
-            f"run `kallikratis image build {recipe.name}`")
+            f"run `kallikratis image build {recipe.name}`"
+        )
     backend.delete_volume(pool, volume)  # an interrupted upload: start again
     backend.delete_volume(pool, marker_name(volume))
     size = built.size_bytes if built else 1 << 20
     virtual = built.virtual_size_bytes if built else 1 << 30
-    backend.create_volume(pool, render.render(
-        "raw-volume.xml.j2", name=volume, capacity=virtual, format="qcow2"))
+    backend.create_volume(
+        pool, render.render("raw-volume.xml.j2", name=volume, capacity=virtual, format="qcow2")
+    )
     if built is not None and backend.can_stream:
         if progress:
             progress(f"uploading {volume} ({size >> 20} MiB)")
         backend.upload(pool, volume, built.path)
     digest = built.sha256 if built else "test-driver"
-    backend.create_volume(pool, render.render(
-        "raw-volume.xml.j2", name=marker_name(volume), capacity=len(digest), format="raw"))
+    backend.create_volume(
+        pool,
+        render.render(
+            "raw-volume.xml.j2", name=marker_name(volume), capacity=len(digest), format="raw"
+        ),
+    )
     if backend.can_stream:
         backend.upload(pool, marker_name(volume), digest.encode())
     vol = backend.volume(pool, volume)

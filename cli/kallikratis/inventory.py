@@ -111,7 +111,9 @@ def load(path: str | Path) -> model.Fleet:
 def _fleet_name(chk: _Checker, gvars: Vars) -> str:
     name = gvars.get("fleet_name")
     if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 20:
-        chk.add(gvars, "all", "fleet_name", f"must be a DNS label of at most 20 chars, got {name!r}")
+        chk.add(
+            gvars, "all", "fleet_name", f"must be a DNS label of at most 20 chars, got {name!r}"
+        )
         return "fleet"
     return name
 
@@ -159,8 +161,10 @@ def _profiles(chk: _Checker, gvars: Vars) -> dict[str, model.Profile]:
         if not isinstance(spec, dict):
             chk.add(gvars, "all", fld, "must be a mapping with vcpus, memory_mib, disk_gib")
             continue
-        vals = [chk.positive_int(gvars, "all", f"{fld}.{k}", spec.get(k))
-                for k in ("vcpus", "memory_mib", "disk_gib")]
+        vals = [
+            chk.positive_int(gvars, "all", f"{fld}.{k}", spec.get(k))
+            for k in ("vcpus", "memory_mib", "disk_gib")
+        ]
         out[str(pname)] = model.Profile(str(pname), *vals)
     return out
 
@@ -198,9 +202,15 @@ def valid_libvirt_uri(uri: Any) -> bool:
     return bool(parts.netloc) == (parts.scheme not in ("qemu", "qemu+unix"))
 
 
-def _municipalities(chk: _Checker, raw: RawInventory, gvars: Vars, fleet: str,
-                    network: model.Network, profiles: Mapping[str, model.Profile],
-                    hypervisors: Mapping[str, model.Hypervisor]) -> tuple[model.Municipality, ...]:
+def _municipalities(
+    chk: _Checker,
+    raw: RawInventory,
+    gvars: Vars,
+    fleet: str,
+    network: model.Network,
+    profiles: Mapping[str, model.Profile],
+    hypervisors: Mapping[str, model.Hypervisor],
+) -> tuple[model.Municipality, ...]:
     slugs = raw.groups.get("municipalities", [])
     hosts = [(s, raw.vars_for_host(s)) for s in slugs]
     ips = _allocate_ips(chk, hosts, network)
@@ -215,7 +225,9 @@ def _municipalities(chk: _Checker, raw: RawInventory, gvars: Vars, fleet: str,
         if not isinstance(display, str) or not display.strip():
             chk.add(hv, slug, "display_name", f"missing or not a non-empty string: {display!r}")
             display = slug
-        domain = hv.get("domain", f"{slug}.{gvars.get('fleet_domain', fleet + '.kallikratis.test')}")
+        domain = hv.get(
+            "domain", f"{slug}.{gvars.get('fleet_domain', fleet + '.kallikratis.test')}"
+        )
         if not is_fqdn(domain):
             chk.add(hv, slug, "domain", f"not a valid domain name: {domain!r}")
         elif domain in seen_domains:
@@ -225,16 +237,30 @@ def _municipalities(chk: _Checker, raw: RawInventory, gvars: Vars, fleet: str,
         profile = _profile_of(chk, hv, slug, profiles, gvars)
         hyp = hv.get("hypervisor", default_hv)
         if hyp not in hypervisors:
-            chk.add(hv, slug, "hypervisor", f"unknown hypervisor {hyp!r} (known: {sorted(hypervisors)})")
-        out.append(model.Municipality(
-            slug=slug, vm_name=f"{fleet}-{slug}", display_name=display, domain=str(domain),
-            profile=profile, modules=_modules_of(chk, hv, slug, gvars), ip=ips[slug],
-            mac=macs[slug], hypervisor=str(hyp), vars=dict(hv.values)))
+            chk.add(
+                hv, slug, "hypervisor", f"unknown hypervisor {hyp!r} (known: {sorted(hypervisors)})"
+            )
+        out.append(
+            model.Municipality(
+                slug=slug,
+                vm_name=f"{fleet}-{slug}",
+                display_name=display,
+                domain=str(domain),
+                profile=profile,
+                modules=_modules_of(chk, hv, slug, gvars),
+                ip=ips[slug],
+                mac=macs[slug],
+                hypervisor=str(hyp),
+                vars=dict(hv.values),
+                origin=dict(hv.origin),
+            )
+        )
     return tuple(out)
 
 
-def _profile_of(chk: _Checker, hv: Vars, slug: str, profiles: Mapping[str, model.Profile],
-                gvars: Vars) -> model.Profile:
+def _profile_of(
+    chk: _Checker, hv: Vars, slug: str, profiles: Mapping[str, model.Profile], gvars: Vars
+) -> model.Profile:
     name = hv.get("profile", gvars.get("default_profile", next(iter(profiles), "small")))
     if name not in profiles:
         chk.add(hv, slug, "profile", f"unknown profile {name!r} (known: {sorted(profiles)})")
@@ -253,8 +279,9 @@ def _modules_of(chk: _Checker, hv: Vars, slug: str, gvars: Vars) -> tuple[str, .
     return tuple(str(m) for m in mods if m in model.MODULES)
 
 
-def _allocate_ips(chk: _Checker, hosts: list[tuple[str, Vars]],
-                  net: model.Network) -> dict[str, ipaddress.IPv4Address]:
+def _allocate_ips(
+    chk: _Checker, hosts: list[tuple[str, Vars]], net: model.Network
+) -> dict[str, ipaddress.IPv4Address]:
     """Explicit IPs first; the rest get a stable hash-chosen free address."""
     reserved = {net.cidr.network_address, net.cidr.broadcast_address, net.gateway}
     taken: dict[ipaddress.IPv4Address, str] = {}
@@ -287,8 +314,11 @@ def _allocate_ips(chk: _Checker, hosts: list[tuple[str, Vars]],
             out[slug] = net.gateway
             continue
         start = _stable_int("ip", slug) % len(pool)
-        ip = next(pool[(start + i) % len(pool)] for i in range(len(pool))
-                  if pool[(start + i) % len(pool)] not in taken)
+        ip = next(
+            pool[(start + i) % len(pool)]
+            for i in range(len(pool))
+            if pool[(start + i) % len(pool)] not in taken
+        )
         taken[ip] = slug
         out[slug] = ip
     return out
@@ -328,13 +358,30 @@ def check_capacity(fleet: model.Fleet, capacity: Mapping[str, tuple[int, int]]) 
         if m.hypervisor not in capacity:
             continue
         cpus, mem = capacity[m.hypervisor]
-        where = str(fleet.inventory)
+        where = (
+            m.origin.get("profile")
+            or m.origin.get("default_profile")
+            or m.origin.get("vm_profiles")
+            or str(fleet.inventory)
+        )
         if m.profile.vcpus > cpus:
-            problems.append(Problem(where, m.slug, "profile",
-                                    f"{m.profile.name} wants {m.profile.vcpus} vCPUs, "
-                                    f"hypervisor {m.hypervisor} has {cpus}"))
+            problems.append(
+                Problem(
+                    where,
+                    m.slug,
+                    "profile",
+                    f"{m.profile.name} wants {m.profile.vcpus} vCPUs, "
+                    f"hypervisor {m.hypervisor} has {cpus}",
+                )
+            )
         if m.profile.memory_mib > mem:
-            problems.append(Problem(where, m.slug, "profile",
-                                    f"{m.profile.name} wants {m.profile.memory_mib} MiB, "
-                                    f"hypervisor {m.hypervisor} has {mem} MiB"))
+            problems.append(
+                Problem(
+                    where,
+                    m.slug,
+                    "profile",
+                    f"{m.profile.name} wants {m.profile.memory_mib} MiB, "
+                    f"hypervisor {m.hypervisor} has {mem} MiB",
+                )
+            )
     return problems

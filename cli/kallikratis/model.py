@@ -67,6 +67,8 @@ class Municipality:
     mac: str
     hypervisor: str
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: variable name -> the file it was defined in (for problems found after loading)
+    origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -72,9 +72,15 @@ def diff_spec(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, Any,
 
 
 class Engine:
-    def __init__(self, fleet: model.Fleet, *, state_dir: Path | None = None,
-                 images_dir: Path | None = None, image_cache: Path | None = None,
-                 backend_factory: Callable[[str], LibvirtBackend] = connect) -> None:
+    def __init__(
+        self,
+        fleet: model.Fleet,
+        *,
+        state_dir: Path | None = None,
+        images_dir: Path | None = None,
+        image_cache: Path | None = None,
+        backend_factory: Callable[[str], LibvirtBackend] = connect,
+    ) -> None:
         self.fleet = fleet
         self.state_dir = state_dir or paths.state_dir()
         self.images_dir = images_dir or paths.images_dir()
@@ -99,8 +105,10 @@ class Engine:
 
     def _live(self) -> dict[str, dict[str, DomainInfo]]:
         """hypervisor -> slug -> our domains of this fleet."""
-        return {hv: {d.slug: d for d in self.backend(hv).domains(self.fleet.name)}
-                for hv in self.fleet.hypervisors}
+        return {
+            hv: {d.slug: d for d in self.backend(hv).domains(self.fleet.name)}
+            for hv in self.fleet.hypervisors
+        }
 
     def capacity(self) -> dict[str, tuple[int, int]]:
         out = {}
@@ -110,8 +118,9 @@ class Engine:
         return out
 
     def target(self, m: model.Municipality) -> SshTarget:
-        return SshTarget(self.fleet.admin_user, str(m.ip), self.keys.client_key,
-                         self.keys.known_hosts)
+        return SshTarget(
+            self.fleet.admin_user, str(m.ip), self.keys.client_key, self.keys.known_hosts
+        )
 
     # -- plan ------------------------------------------------------------------------------
     def plan(self, selection: Iterable[model.Municipality]) -> list[PlanItem]:
@@ -126,74 +135,134 @@ class Engine:
             h = model.spec_hash(spec)
             pending = dom.running and dom.live_spec_hash not in ("", dom.spec_hash)
             if dom.spec_hash == h:
-                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "unchanged", dom.state,
-                                      restart_pending=pending))
+                items.append(
+                    PlanItem(
+                        m.slug,
+                        m.vm_name,
+                        m.hypervisor,
+                        "unchanged",
+                        dom.state,
+                        restart_pending=pending,
+                    )
+                )
             else:
-                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "change", dom.state,
-                                      diff_spec(dom.spec, spec), dom.running))
+                items.append(
+                    PlanItem(
+                        m.slug,
+                        m.vm_name,
+                        m.hypervisor,
+                        "change",
+                        dom.state,
+                        diff_spec(dom.spec, spec),
+                        dom.running,
+                    )
+                )
         return items
 
     def orphans(self) -> list[PlanItem]:
-        """Our domains (and leftover volumes) of this fleet whose municipality left the inventory."""
+        """Our domains and leftover volumes of this fleet whose municipality left the inventory."""
         known = {m.slug for m in self.fleet.municipalities}
         out = []
         for hv, doms in self._live().items():
-            out += [PlanItem(s, d.name, hv, "orphan", d.state) for s, d in doms.items()
-                    if s not in known]
-            vm_names = {d.name for d in doms.values()} | {m.vm_name for m in self.fleet.municipalities}
+            out += [
+                PlanItem(s, d.name, hv, "orphan", d.state)
+                for s, d in doms.items()
+                if s not in known
+            ]
+            vm_names = {d.name for d in doms.values()} | {
+                m.vm_name for m in self.fleet.municipalities
+            }
             for vol in self.backend(hv).volumes(self.fleet.pool.name):
                 base = vol.name.removesuffix("-seed.iso").removesuffix(".qcow2")
                 if base.startswith(f"{self.fleet.name}-") and base not in vm_names:
-                    slug = base[len(self.fleet.name) + 1:]
+                    slug = base[len(self.fleet.name) + 1 :]
                     if not any(o.slug == slug for o in out):
                         out.append(PlanItem(slug, base, hv, "orphan", "volumes only"))
         return out
 
     # -- up --------------------------------------------------------------------------------
-    def prepare(self, hv: str, progress: Progress) -> golden.PublishedImage:
-        """Network, pool and golden image on one hypervisor."""
+    def prepare(
+        self, hv: str, progress: Progress, need_image: bool = True
+    ) -> golden.PublishedImage | None:
+        """Network, pool and (when VMs are to be created) the golden image on one hypervisor."""
         be = self.backend(hv)
         net = self.fleet.network
         hosts = [m for m in self.fleet.municipalities if m.hypervisor == hv]
         be.ensure_pool(self.fleet.pool.name, render.render("pool.xml.j2", pool=self.fleet.pool))
         if net.managed:
-            be.ensure_network(net.name, render.render("network.xml.j2", net=net,
-                                                      fleet=self.fleet, hosts=hosts))
-        return golden.ensure_published(be, self.fleet.pool.name, self.recipe(), self.image_cache,
-                                       lambda msg: progress("*", msg))
+            be.ensure_network(
+                net.name, render.render("network.xml.j2", net=net, fleet=self.fleet, hosts=hosts)
+            )
+        if not need_image:
+            return None
+        return golden.ensure_published(
+            be,
+            self.fleet.pool.name,
+            self.recipe(),
+            self.image_cache,
+            lambda msg: progress("*", msg),
+        )
 
     def documents(self, m: model.Municipality, host_key: KeyPair, image: str) -> dict[str, str]:
         """Every document `up` writes for *m*: the seed files and the domain XML."""
         spec = self.spec(m)
         h = model.spec_hash(spec)
         client_pub = self.keys.ensure_client_key()
-        ctx = {"vm": m, "fleet": self.fleet, "host_private_key": host_key.private_openssh,
-               "host_public_key": host_key.public_openssh,
-               "authorized_keys": [client_pub, *self.fleet.admin_ssh_keys],
-               "instance_id": f"{m.vm_name}-{h[:8]}"}
-        seed = Seed(render.render("user-data.j2", **ctx), render.render("meta-data.j2", **ctx),
-                    render.render("network-config.j2", **ctx))
+        ctx = {
+            "vm": m,
+            "fleet": self.fleet,
+            "host_private_key": host_key.private_openssh,
+            "host_public_key": host_key.public_openssh,
+            "authorized_keys": [client_pub, *self.fleet.admin_ssh_keys],
+            "instance_id": f"{m.vm_name}-{h[:8]}",
+        }
+        seed = Seed(
+            render.render("user-data.j2", **ctx),
+            render.render("meta-data.j2", **ctx),
+            render.render("network-config.j2", **ctx),
+        )
         disk, seed_vol = volume_names(m)
         domain = render.render(
-            "domain.xml.j2", vm=m, fleet=self.fleet, ns=model.METADATA_NS,
-            domain_type=self.fleet.hypervisor_of(m).domain_type, image_version=image,
-            spec_hash=h, seed_hash=seed.digest,
+            "domain.xml.j2",
+            vm=m,
+            fleet=self.fleet,
+            ns=model.METADATA_NS,
+            domain_type=self.fleet.hypervisor_of(m).domain_type,
+            image_version=image,
+            spec_hash=h,
+            seed_hash=seed.digest,
             spec_json=json.dumps(spec, sort_keys=True, ensure_ascii=False),
-            host_public_key=host_key.public_openssh, disk_volume=disk, seed_volume=seed_vol)
+            host_public_key=host_key.public_openssh,
+            disk_volume=disk,
+            seed_volume=seed_vol,
+        )
         return {**seed.files(), "domain": domain, "seed-hash": seed.digest, "spec-hash": h}
 
-    def up(self, selection: Iterable[model.Municipality], progress: Progress, *,
-           restart: bool = False, wait: bool = True, parallel: int = 8) -> list[UpResult]:
+    def up(
+        self,
+        selection: Iterable[model.Municipality],
+        progress: Progress,
+        *,
+        restart: bool = False,
+        wait: bool = True,
+        parallel: int = 8,
+    ) -> list[UpResult]:
         selection = list(selection)
         self.keys.ensure_client_key()
         for m in selection:  # keys first, serially: one known_hosts writer
             self.keys.host_key(m.slug)
         self._write_known_hosts()
-        golden_by_hv = {hv: self.prepare(hv, progress)
-                        for hv in sorted({m.hypervisor for m in selection})}
+        live = self._live()
+        golden_by_hv = {}
+        for hv in sorted({m.hypervisor for m in selection}):
+            # the golden image is needed only where a VM is still to be created
+            creating = any(m.slug not in live[hv] for m in selection if m.hypervisor == hv)
+            golden_by_hv[hv] = self.prepare(hv, progress, need_image=creating)
         with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(selection)))) as pool:
-            futures = [pool.submit(self._up_one, m, golden_by_hv[m.hypervisor], progress,
-                                   restart, wait) for m in selection]
+            futures = [
+                pool.submit(self._up_one, m, golden_by_hv[m.hypervisor], progress, restart, wait)
+                for m in selection
+            ]
             return [f.result() for f in futures]
 
     def _write_known_hosts(self) -> None:
@@ -204,8 +273,14 @@ class Engine:
                 entries[str(m.ip)] = pair.public_openssh
         self.keys.write_known_hosts(entries)
 
-    def _up_one(self, m: model.Municipality, image: golden.PublishedImage, progress: Progress,
-                restart: bool, wait: bool) -> UpResult:
+    def _up_one(
+        self,
+        m: model.Municipality,
+        image: golden.PublishedImage | None,
+        progress: Progress,
+        restart: bool,
+        wait: bool,
+    ) -> UpResult:
         start = time.monotonic()
         try:
             result, detail = self._converge(m, image, progress, restart)
@@ -221,24 +296,37 @@ class Engine:
             progress(m.slug, "failed")
             return UpResult(m.slug, "failed", exc.message, time.monotonic() - start)
 
-    def _converge(self, m: model.Municipality, image: golden.PublishedImage, progress: Progress,
-                  restart: bool) -> tuple[str, str]:
+    def _converge(
+        self,
+        m: model.Municipality,
+        image: golden.PublishedImage | None,
+        progress: Progress,
+        restart: bool,
+    ) -> tuple[str, str]:
         be = self.backend(m.hypervisor)
         pool = self.fleet.pool.name
         host_key = self.keys.host_key(m.slug)
         if host_key is None:
             raise KallikratisError(f"{m.slug}: no host key")
         dom = be.domain(m.vm_name)
+        if dom is None and image is None:
+            raise KallikratisError(f"{m.slug}: no golden image to create the VM from")
         # a VM keeps the image it was born with; patch runs keep it current
-        docs = self.documents(m, host_key, dom.image if dom else image.version)
+        docs = self.documents(m, host_key, dom.image if dom else image.version)  # type: ignore[union-attr]
         disk, seed_vol = volume_names(m)
         have_disk = be.volume(pool, disk) is not None
         have_seed = be.volume(pool, seed_vol) is not None
         if self.fleet.network.managed:
-            be.set_dhcp_host(self.fleet.network.name,
-                             render.render("dhcp-host.xml.j2", vm=m), m.mac, True)
-        if (dom and dom.spec_hash == docs["spec-hash"] and dom.seed_hash == docs["seed-hash"]
-                and have_disk and have_seed):
+            be.set_dhcp_host(
+                self.fleet.network.name, render.render("dhcp-host.xml.j2", vm=m), m.mac, True
+            )
+        if (
+            dom
+            and dom.spec_hash == docs["spec-hash"]
+            and dom.seed_hash == docs["seed-hash"]
+            and have_disk
+            and have_seed
+        ):
             if dom.running:
                 return "unchanged", ""
             progress(m.slug, "starting")
@@ -247,10 +335,19 @@ class Engine:
         progress(m.slug, "writing seed")
         self._write_seed(be, m, docs)
         if not have_disk:
+            if image is None:
+                image = self.prepare(m.hypervisor, progress, need_image=True)
+            assert image is not None
             progress(m.slug, "creating disk")
-            be.create_volume(pool, render.render(
-                "overlay.xml.j2", name=disk, capacity_gib=m.profile.disk_gib,
-                backing_path=image.path))
+            be.create_volume(
+                pool,
+                render.render(
+                    "overlay.xml.j2",
+                    name=disk,
+                    capacity_gib=m.profile.disk_gib,
+                    backing_path=image.path,
+                ),
+            )
         progress(m.slug, "defining domain")
         be.define_domain(docs["domain"])
         if dom is not None and dom.running:
@@ -267,8 +364,10 @@ class Engine:
         _, seed_vol = volume_names(m)
         data = Seed(docs["user-data"], docs["meta-data"], docs["network-config"]).iso()
         be.delete_volume(pool, seed_vol)
-        be.create_volume(pool, render.render("raw-volume.xml.j2", name=seed_vol,
-                                             capacity=len(data), format="raw"))
+        be.create_volume(
+            pool,
+            render.render("raw-volume.xml.j2", name=seed_vol, capacity=len(data), format="raw"),
+        )
         if be.can_stream:
             be.upload(pool, seed_vol, data)
 
@@ -289,15 +388,23 @@ class Engine:
                     removed = be.delete_volume(self.fleet.pool.name, vol) or removed
                 if self.fleet.network.managed and slug in by_slug:
                     m = by_slug[slug]
-                    removed = be.set_dhcp_host(self.fleet.network.name, render.render(
-                        "dhcp-host.xml.j2", vm=m), m.mac, False) or removed
+                    removed = (
+                        be.set_dhcp_host(
+                            self.fleet.network.name,
+                            render.render("dhcp-host.xml.j2", vm=m),
+                            m.mac,
+                            False,
+                        )
+                        or removed
+                    )
             except HypervisorError as exc:
                 out.append(UpResult(slug, "failed", exc.message, time.monotonic() - start))
                 continue
             self.keys.forget_host_key(slug)
             progress(slug, "destroyed" if removed else "absent")
-            out.append(UpResult(slug, "destroyed" if removed else "absent", "",
-                                time.monotonic() - start))
+            out.append(
+                UpResult(slug, "destroyed" if removed else "absent", "", time.monotonic() - start)
+            )
         self._write_known_hosts()
         return out
 
@@ -309,16 +416,52 @@ class Engine:
         for m in self.fleet.municipalities:
             dom = live[m.hypervisor].get(m.slug)
             if dom is None:
-                rows.append(StatusRow(m.slug, m.display_name, m.hypervisor, "absent", str(m.ip),
-                                      m.domain, m.modules, "", None, ("not created",)))
+                rows.append(
+                    StatusRow(
+                        m.slug,
+                        m.display_name,
+                        m.hypervisor,
+                        "absent",
+                        str(m.ip),
+                        m.domain,
+                        m.modules,
+                        "",
+                        None,
+                        ("not created",),
+                    )
+                )
                 continue
             drift = [f"{k}: {a!r} -> {b!r}" for k, a, b in diff_spec(dom.spec, self.spec(m))]
             if dom.running and dom.live_spec_hash and dom.live_spec_hash != dom.spec_hash:
                 drift.append("restart pending")
             uptime = now - dom.started if dom.running and dom.started else None
-            rows.append(StatusRow(m.slug, m.display_name, m.hypervisor, dom.state, str(m.ip),
-                                  m.domain, m.modules, dom.image, uptime, tuple(drift)))
+            rows.append(
+                StatusRow(
+                    m.slug,
+                    m.display_name,
+                    m.hypervisor,
+                    dom.state,
+                    str(m.ip),
+                    m.domain,
+                    m.modules,
+                    dom.image,
+                    uptime,
+                    tuple(drift),
+                )
+            )
         for o in self.orphans():
-            rows.append(StatusRow(o.slug, "", o.hypervisor, o.state, "", "", (), "", None,
-                                  ("orphan: not in inventory",)))
+            rows.append(
+                StatusRow(
+                    o.slug,
+                    "",
+                    o.hypervisor,
+                    o.state,
+                    "",
+                    "",
+                    (),
+                    "",
+                    None,
+                    ("orphan: not in inventory",),
+                )
+            )
         return rows

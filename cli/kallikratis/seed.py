@@ -16,8 +16,11 @@ class Seed:
     network_config: str
 
     def files(self) -> dict[str, str]:
-        return {"user-data": self.user_data, "meta-data": self.meta_data,
-                "network-config": self.network_config}
+        return {
+            "user-data": self.user_data,
+            "meta-data": self.meta_data,
+            "network-config": self.network_config,
+        }
 
     @property
     def digest(self) -> str:
@@ -32,8 +35,9 @@ class Seed:
         iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident="cidata")
         for i, (name, text) in enumerate(sorted(self.files().items())):
             data = text.encode()
-            iso.add_fp(io.BytesIO(data), len(data), f"/FILE{i};1", rr_name=name,
-                       joliet_path=f"/{name}")
+            iso.add_fp(
+                io.BytesIO(data), len(data), f"/FILE{i};1", rr_name=name, joliet_path=f"/{name}"
+            )
         out = io.BytesIO()
         iso.write_fp(out)
         iso.close()

@@ -18,13 +18,20 @@ class SshTarget:
 
     def options(self) -> list[str]:
         return [
-            "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null",
-            "-o", "IdentitiesOnly=yes",
-            "-o", "LogLevel=ERROR",
-            "-i", str(self.identity),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-i",
+            str(self.identity),
         ]
 
     def argv(self, command: list[str] | None = None, *, tty: bool = False) -> list[str]:
@@ -47,8 +54,9 @@ def login_works(target: SshTarget, timeout: float = 10.0) -> bool:
     argv.insert(1, "-o")
     argv.insert(2, f"ConnectTimeout={max(1, int(timeout))}")
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout + 5, check=False)
+        done = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 5, check=False
+        )
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0

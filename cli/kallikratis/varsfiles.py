@@ -41,7 +41,9 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = getattr(exc, "problem", None) or str(exc)
-        raise InventoryError([Problem(str(path), "", "", f"YAML syntax error: {where}{what}")]) from exc
+        raise InventoryError(
+            [Problem(str(path), "", "", f"YAML syntax error: {where}{what}")]
+        ) from exc
 
 
 @dataclass

@@ -2,11 +2,28 @@
 # Runs inside the image (chroot) after files/ has been copied in.
 set -eu
 
-# Timers and jobs that only cost boot time on a short-lived, centrally patched VM.
+# Timers and jobs that only cost boot time on a centrally patched VM; binfmt_misc is unused;
+# grub-common.service only records a successful boot (GRUB_RECORDFAIL_TIMEOUT is 0 anyway).
 systemctl mask apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
-    e2scrub_all.timer e2scrub_all.service e2scrub_reap.service >/dev/null 2>&1
+    e2scrub_all.timer e2scrub_all.service e2scrub_reap.service grub-common.service \
+    systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+    >/dev/null 2>&1
 
 systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
 
 # grub-pc upgrades must reinstall GRUB on the virtio boot disk without asking.
 echo "grub-pc grub-pc/install_devices multiselect /dev/vda" | debconf-set-selections
+
+# Do the first-boot "update" jobs now (ldconfig, hwdb, journal catalog) and mark /etc and /var
+# as up to date, so ConditionNeedsUpdate= skips them at boot.
+ldconfig
+systemd-hwdb update
+journalctl --update-catalog
+/usr/lib/systemd/systemd-update-done
+
+# Every Python module cloud-init imports must have valid bytecode (no compiling at first boot).
+python3 -m compileall -q -j0 "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+    /usr/lib/python3/dist-packages >/dev/null
+
+# Rebuild the initramfs with MODULES=list and the module blacklist.
+update-initramfs -u >/dev/null

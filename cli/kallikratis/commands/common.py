@@ -18,6 +18,9 @@ from kallikratis.provision import Engine
 
 console = Console(highlight=False)
 console_err = Console(stderr=True, highlight=False)
+for _c in (console, console_err):
+    if not _c.is_terminal:  # logs and pipes: no wrapping of wide tables
+        _c.width = max(_c.width, 200)
 
 
 class Context:

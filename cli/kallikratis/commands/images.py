@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 from rich.table import Table
 
@@ -17,8 +19,12 @@ def image() -> None:
 @image.command("build")
 @click.argument("recipe", required=False)
 @click.option("--force", is_flag=True, help="Rebuild even when the recipe is unchanged.")
-@click.option("--publish/--no-publish", default=True, show_default=True,
-              help="Upload into each hypervisor's storage pool (needs -i).")
+@click.option(
+    "--publish/--no-publish",
+    default=True,
+    show_default=True,
+    help="Upload into each hypervisor's storage pool (needs -i).",
+)
 @click.pass_context
 def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -> None:
     """Build RECIPE (default: the inventory's fleet_image). An unchanged recipe is reused."""
@@ -26,17 +32,28 @@ def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -
     if recipe is None:
         recipe = ctx.fleet.image if ctx.inventory_path else "debian13"
     rec = images.load_recipe(paths.images_dir(), recipe)
-    built = images.build(rec, paths.image_cache_dir(), force=force,
-                         progress=lambda msg: console_err.print(f"image {esc(rec.name)}: {esc(msg)}"))
-    console.print(f"image {esc(built.name)} version {built.version}: {built.path} "
-                  f"({built.size_bytes / 2**20:.0f} MiB, sha256 {built.sha256[:16]}…)")
+    built = images.build(
+        rec,
+        paths.image_cache_dir(),
+        force=force,
+        progress=lambda msg: console_err.print(f"image {esc(rec.name)}: {esc(msg)}"),
+    )
+    console.print(
+        f"image {esc(built.name)} version {built.version}: {built.path} "
+        f"({built.size_bytes / 2**20:.0f} MiB, sha256 {built.sha256[:16]}…)"
+    )
     if publish and ctx.inventory_path is not None:
         engine = ctx.engine
         for hv in sorted(ctx.fleet.hypervisors):
             be = engine.backend(hv)
             be.ensure_pool(ctx.fleet.pool.name, engine_pool_xml(ctx))
-            img = golden.ensure_published(be, ctx.fleet.pool.name, rec, paths.image_cache_dir(),
-                                          lambda msg: console_err.print(esc(msg)))
+            img = golden.ensure_published(
+                be,
+                ctx.fleet.pool.name,
+                rec,
+                paths.image_cache_dir(),
+                lambda msg: console_err.print(esc(msg)),
+            )
             console.print(f"published on {esc(hv)}: {esc(img.path)}")
 
 
@@ -52,18 +69,33 @@ def engine_pool_xml(ctx: Context) -> str:
 def list_(cctx: click.Context, as_json: bool) -> None:
     """Recipes, built images in the cache and, with -i, images published on each hypervisor."""
     ctx: Context = cctx.obj
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in images.list_recipes(paths.images_dir()):
         rec = images.load_recipe(paths.images_dir(), name)
         cached = images.cached_image(rec, paths.image_cache_dir())
-        rows.append({"recipe": name, "version": rec.version, "where": "cache",
-                     "built": cached is not None, "path": str(cached.path) if cached else "",
-                     "sha256": cached.sha256 if cached else ""})
+        rows.append(
+            {
+                "recipe": name,
+                "version": rec.version,
+                "where": "cache",
+                "built": cached is not None,
+                "path": str(cached.path) if cached else "",
+                "sha256": cached.sha256 if cached else "",
+            }
+        )
     if ctx.inventory_path is not None:
         for hv in sorted(ctx.fleet.hypervisors):
             for img in golden.published(ctx.engine.backend(hv), ctx.fleet.pool.name):
-                rows.append({"recipe": img.volume, "version": img.version, "where": hv,
-                             "built": True, "path": img.path, "sha256": img.sha256})
+                rows.append(
+                    {
+                        "recipe": img.volume,
+                        "version": img.version,
+                        "where": hv,
+                        "built": True,
+                        "path": img.path,
+                        "sha256": img.sha256,
+                    }
+                )
     if as_json:
         emit_json({"images": rows})
         return
@@ -71,6 +103,12 @@ def list_(cctx: click.Context, as_json: bool) -> None:
     for col in ("recipe", "version", "where", "built", "path", "sha256"):
         table.add_column(col)
     for r in rows:
-        table.add_row(esc(r["recipe"]), r["version"], esc(r["where"]),
-                      "yes" if r["built"] else "no", esc(r["path"]), r["sha256"][:16])
+        table.add_row(
+            esc(r["recipe"]),
+            r["version"],
+            esc(r["where"]),
+            "yes" if r["built"] else "no",
+            esc(r["path"]),
+            r["sha256"][:16],
+        )
     console.print(table)

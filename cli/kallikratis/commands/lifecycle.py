@@ -13,8 +13,8 @@ from kallikratis.commands.common import Context, console, emit_json, esc, json_o
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import InventoryError, KallikratisError, ProvisionError, UsageError
 from kallikratis.keys import KeyPair
-from kallikratis.render import yaml_str
 from kallikratis.provision import UpResult
+from kallikratis.render import yaml_str
 
 names_arg = click.argument("names", nargs=-1, metavar="[NAMES]...")
 all_opt = click.option("--all", "all_", is_flag=True, help="Every municipality in the inventory.")
@@ -52,11 +52,18 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
             emit_json({"valid": False, "problems": exc.problems})
         raise
     if as_json:
-        emit_json({"valid": True, "fleet": fleet.name,
-                   "municipalities": [m.slug for m in fleet.municipalities]})
+        emit_json(
+            {
+                "valid": True,
+                "fleet": fleet.name,
+                "municipalities": [m.slug for m in fleet.municipalities],
+            }
+        )
     else:
-        console.print(f"inventory {esc(fleet.inventory)} is valid: fleet {esc(fleet.name)}, "
-                      f"{len(fleet.municipalities)} municipalities")
+        console.print(
+            f"inventory {esc(fleet.inventory)} is valid: fleet {esc(fleet.name)}, "
+            f"{len(fleet.municipalities)} municipalities"
+        )
 
 
 @click.command()
@@ -82,12 +89,17 @@ def plan(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
         action = f"[{color}]{it.action}[/]" if color else it.action
         table.add_row(esc(it.slug), action, esc(it.state), esc(details))
     for o in orphans:
-        table.add_row(esc(o.slug), "[red]orphan[/]", esc(o.state),
-                      "not in the inventory; `destroy` removes it")
+        table.add_row(
+            esc(o.slug),
+            "[red]orphan[/]",
+            esc(o.state),
+            "not in the inventory; `destroy` removes it",
+        )
     console.print(table)
     todo = sum(it.action != "unchanged" for it in items)
-    console.print(f"{todo} to create or change, {len(items) - todo} unchanged, "
-                  f"{len(orphans)} orphan(s)")
+    console.print(
+        f"{todo} to create or change, {len(items) - todo} unchanged, {len(orphans)} orphan(s)"
+    )
 
 
 def _report(results: list[UpResult], as_json: bool, title: str) -> None:
@@ -100,8 +112,9 @@ def _report(results: list[UpResult], as_json: bool, title: str) -> None:
         for r in results:
             color = "red" if r.result == "failed" else "green"
             ssh_s = f"{r.ssh_seconds:.1f}" if r.ssh_seconds is not None else ""
-            table.add_row(esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s,
-                          esc(r.detail))
+            table.add_row(
+                esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s, esc(r.detail)
+            )
         console.print(table)
     failed = [r.slug for r in results if r.result == "failed"]
     if failed:
@@ -117,8 +130,16 @@ def _report(results: list[UpResult], as_json: bool, title: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan and stop (same as `plan`).")
 @json_option
 @click.pass_context
-def up(cctx: click.Context, names: tuple[str, ...], all_: bool, restart: bool, no_wait: bool,
-       parallel: int, dry_run: bool, as_json: bool) -> None:
+def up(
+    cctx: click.Context,
+    names: tuple[str, ...],
+    all_: bool,
+    restart: bool,
+    no_wait: bool,
+    parallel: int,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
     """Create or update municipality VMs until they answer SSH with their pinned key.
 
     Idempotent: a second run reports every VM unchanged. Network, storage pool, golden image,
@@ -131,8 +152,9 @@ def up(cctx: click.Context, names: tuple[str, ...], all_: bool, restart: bool, n
         return
     _check_capacity(ctx)
     with PhaseBoard([m.slug for m in selection], "up") as board:
-        results = ctx.engine.up(selection, board, restart=restart, wait=not no_wait,
-                                parallel=parallel)
+        results = ctx.engine.up(
+            selection, board, restart=restart, wait=not no_wait, parallel=parallel
+        )
     _report(results, as_json, "up")
 
 
@@ -155,14 +177,20 @@ def status(ctx: Context, as_json: bool) -> None:
         emit_json({"fleet": ctx.fleet.name, "municipalities": rows})
         return
     table = Table(title=f"fleet {esc(ctx.fleet.name)}", title_justify="left")
-    for col in ("municipality", "hypervisor", "state", "ip", "domain", "image", "uptime",
-                "drift"):
+    for col in ("municipality", "hypervisor", "state", "ip", "domain", "image", "uptime", "drift"):
         table.add_column(col)
     for r in rows:
         color = "green" if r.state == "running" else "yellow"
-        table.add_row(esc(r.slug), esc(r.hypervisor), f"[{color}]{esc(r.state)}[/]", r.ip,
-                      esc(r.domain), esc(r.image), _uptime(r.uptime_s),
-                      esc("; ".join(r.drift)) or "none")
+        table.add_row(
+            esc(r.slug),
+            esc(r.hypervisor),
+            f"[{color}]{esc(r.state)}[/]",
+            r.ip,
+            esc(r.domain),
+            esc(r.image),
+            _uptime(r.uptime_s),
+            esc("; ".join(r.drift)) or "none",
+        )
     console.print(table)
 
 
@@ -224,8 +252,9 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
     if not yes:
         if not os.isatty(0):
             raise UsageError("destroy needs confirmation: pass --yes when not on a terminal")
-        click.confirm(f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?",
-                      abort=True)
+        click.confirm(
+            f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?", abort=True
+        )
     with PhaseBoard(slugs, "destroy") as board:
         results = engine.destroy(slugs, board)
     _report(results, as_json, "destroy")
@@ -233,8 +262,12 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
 
 @click.command()
 @click.argument("name")
-@click.option("--what", type=click.Choice(["domain", "user-data", "meta-data", "network-config"]),
-              default="domain", show_default=True)
+@click.option(
+    "--what",
+    type=click.Choice(["domain", "user-data", "meta-data", "network-config"]),
+    default="domain",
+    show_default=True,
+)
 @pass_ctx
 def render_cmd(ctx: Context, name: str, what: str) -> None:
     """Print the exact document `up` writes for NAME (private keys redacted)."""

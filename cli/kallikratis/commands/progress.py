@@ -11,7 +11,6 @@ from rich.table import Table
 
 from kallikratis.commands.common import console_err, esc
 
-
 TERMINAL = ("created", "changed", "started", "unchanged", "failed", "destroyed", "absent")
 
 
@@ -26,8 +25,9 @@ class PhaseBoard:
         self.lock = threading.Lock()
         self.live: Live | None = None
         if console_err.is_terminal:
-            self.live = Live(self._table(), console=console_err, refresh_per_second=4,
-                             transient=False)
+            self.live = Live(
+                self._table(), console=console_err, refresh_per_second=4, transient=False
+            )
 
     def _table(self) -> Table:
         table = Table(title=self.title, title_justify="left")
@@ -56,7 +56,8 @@ class PhaseBoard:
             self.live.__enter__()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.live is not None:
             self.live.__exit__(et, ev, tb)

@@ -1,0 +1,152 @@
+"""Helpers of the unit suite (plain functions and classes; fixtures live in conftest.py)."""
+
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kallikratis import inventory, model, paths
+from kallikratis.keys import KeyPair
+
+CRETE = paths.PROJECT_ROOT / "inventories" / "crete"
+DATA = Path(__file__).parent / "data"
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE_GOLDEN = os.environ.get("KALLIKRATIS_UPDATE_GOLDEN") == "1"
+SLUGS = ("archanes-asterousia", "minoa-pediada", "hersonissos")
+GREEK = {
+    "archanes-asterousia": "Δήμος Αρχανών-Αστερουσίων",
+    "minoa-pediada": "Δήμος Μινώα Πεδιάδας",
+    "hersonissos": "Δήμος Χερσονήσου",
+}
+#: Every character class that breaks naive XML/YAML/Jinja/shell quoting, except a newline
+#: (libvirt forbids newlines in <title>; see test_render.py for the newline case).
+HOSTILE_NAME = (
+    "Δήμος \"Χερσονήσου\" & 'Μαλίων' <b>x</b> ]]> back\\slash {{ vm.slug }} {% raw %} "
+    "100% \u2028 τέλος"
+)
+
+
+def fixed_host_key() -> KeyPair:
+    return KeyPair((DATA / "host_ed25519").read_text(),
+                   (DATA / "host_ed25519.pub").read_text().strip())
+
+
+def fixed_client_public_key() -> str:
+    return (DATA / "client_ed25519.pub").read_text().strip()
+
+
+def install_fixed_client_key(state_dir: Path) -> None:
+    """What KeyStore.ensure_client_key reads: state/ssh/id_ed25519(.pub)."""
+    ssh = state_dir / "ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DATA / "client_ed25519", ssh / "id_ed25519")
+    shutil.copyfile(DATA / "client_ed25519.pub", ssh / "id_ed25519.pub")
+    (ssh / "id_ed25519").chmod(0o600)
+
+
+def read_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def write_yaml(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+
+
+class InventoryCopy:
+    """A copy of inventories/crete under tmp_path, with helpers for one-line mutations."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.hosts = root / "hosts.yml"
+        self.fleet_vars = root / "group_vars" / "all" / "fleet.yml"
+        self.hv_vars = root / "group_vars" / "hypervisors.yml"
+
+    def host_vars_file(self, slug: str) -> Path:
+        return self.root / "host_vars" / f"{slug}.yml"
+
+    def edit(self, path: Path, change: Callable[[Any], Any]) -> None:
+        """Apply *change* to the parsed file in place and write it back."""
+        data = read_yaml(path)
+        change(data)
+        write_yaml(path, data)
+
+    def municipalities(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data["all"]["children"]["municipalities"]["hosts"]
+
+    def set_host(self, slug: str, **values: Any) -> None:
+        """Set variables on a municipality's entry in hosts.yml."""
+        def change(data: dict[str, Any]) -> None:
+            entry = self.municipalities(data).setdefault(slug, {}) or {}
+            entry.update(values)
+            self.municipalities(data)[slug] = entry
+        self.edit(self.hosts, change)
+
+    def unset_host(self, slug: str, key: str) -> None:
+        self.edit(self.hosts, lambda d: self.municipalities(d)[slug].pop(key))
+
+    def add_host(self, slug: str, **values: Any) -> None:
+        self.set_host(slug, **values)
+
+    def add_many(self, count: int, prefix: str = "dimos") -> None:
+        """Add *count* municipalities <prefix>-000... in one write."""
+        self.edit(self.hosts, lambda d: self.municipalities(d).update(
+            {f"{prefix}-{i:03d}": {"display_name": f"Δήμος {i}"} for i in range(count)}))
+
+    def remove_host(self, slug: str) -> None:
+        self.edit(self.hosts, lambda d: self.municipalities(d).pop(slug))
+
+    def rename_host(self, old: str, new: str) -> None:
+        def change(data: dict[str, Any]) -> None:
+            hosts = self.municipalities(data)
+            hosts[new] = hosts.pop(old)
+        self.edit(self.hosts, change)
+
+    def set_host_var_file(self, slug: str, **values: Any) -> None:
+        """Set variables in host_vars/<slug>.yml (created if missing)."""
+        path = self.host_vars_file(slug)
+        data = read_yaml(path) if path.exists() else {}
+        data.update(values)
+        write_yaml(path, data)
+
+    def set_fleet(self, **values: Any) -> None:
+        self.edit(self.fleet_vars, lambda d: d.update(values))
+
+    def set_profile(self, profile: str, **values: Any) -> None:
+        self.edit(self.fleet_vars, lambda d: d["vm_profiles"][profile].update(values))
+
+    def set_hypervisor(self, **values: Any) -> None:
+        self.edit(self.hosts, lambda d: d["all"]["children"]["hypervisors"]["hosts"]["hv01"]
+                  .update(values))
+
+    def use_test_driver(self) -> str:
+        """Point hv01 at a private libvirt test-driver node (isolated per test)."""
+        node = self.root.parent / "node.xml"
+        node.write_text("<node/>\n")
+        uri = f"test://{node}"
+        self.set_hypervisor(libvirt_uri=uri)
+        return uri
+
+    def load(self) -> model.Fleet:
+        return inventory.load(self.root)
+
+    def snapshot(self) -> dict[str, bytes]:
+        return {str(p.relative_to(self.root)): p.read_bytes()
+                for p in sorted(self.root.rglob("*")) if p.is_file()}
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare *text* with tests/unit/golden/<name>; KALLIKRATIS_UPDATE_GOLDEN=1 rewrites it."""
+    path = GOLDEN / name
+    if UPDATE_GOLDEN:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return
+    assert path.exists(), f"missing golden file {path}: run with KALLIKRATIS_UPDATE_GOLDEN=1"
+    expected = path.read_text(encoding="utf-8")
+    assert text == expected, f"{name} differs from its golden file {path}"
