@@ -199,7 +199,9 @@ def valid_libvirt_uri(uri: Any) -> bool:
         return parts.path == "/default" or (parts.path.startswith("/") and len(parts.path) > 1)
     if parts.path not in ("/system", "/session"):
         return False
-    return bool(parts.netloc) == (parts.scheme not in ("qemu", "qemu+unix"))
+    if parts.scheme in ("qemu+ssh", "qemu+tcp", "qemu+tls"):
+        return bool(parts.netloc)
+    return parts.scheme != "qemu+unix" or not parts.netloc  # qemu:/// local, qemu://host TLS
 
 
 def _municipalities(

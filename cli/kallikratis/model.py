@@ -123,7 +123,7 @@ def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]
         "mac": m.mac,
         "network": fleet.network.name,
         "domain_type": hv.domain_type,
-        "image": f"{fleet.image}-{image_version}",
+        "image": fleet.image,  # the recipe; its version is kept apart (patch runs update VMs)
         "admin_user": fleet.admin_user,
         "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
     }

@@ -133,29 +133,13 @@ def test_virt_xml_validate_rejects_a_broken_document(tmp_path: Path) -> None:
     assert _run(["virt-xml-validate", str(path), "domain"]).returncode != 0
 
 
-KNOWN_SCHEMA_BUG = "ssh_genkeytypes: []\n"
-
-
 def _cloud_init_schema(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
     path = _write(tmp_path, "user-data", text)
     return _run(["cloud-init", "schema", "--config-file", str(path)])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (templates/user-data.j2): `ssh_genkeytypes: []` "
-                   "violates the cloud-config schema (minItems 1); `[ed25519]` means the same "
-                   "here because the ed25519 key is supplied in ssh_keys")
 def test_user_data_passes_cloud_init_schema(rendered: Rendered, tmp_path: Path) -> None:
     proc = _cloud_init_schema(tmp_path, rendered.docs["user-data"])
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Valid cloud-config" in proc.stdout
-
-
-def test_user_data_is_otherwise_schema_valid(rendered: Rendered, tmp_path: Path) -> None:
-    """Everything but the one known schema bug passes (keeps the hostile text covered)."""
-    text = rendered.docs["user-data"]
-    assert KNOWN_SCHEMA_BUG in text
-    proc = _cloud_init_schema(tmp_path, text.replace(KNOWN_SCHEMA_BUG,
-                                                     "ssh_genkeytypes: [ed25519]\n"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Valid cloud-config" in proc.stdout
 
@@ -274,12 +258,9 @@ def test_newline_display_name_round_trips_in_metadata_and_user_data(
     _, meta = _domain_metadata(newline_docs.docs["domain.xml"])
     assert meta.findtext("kk:display-name", namespaces=NS) == NEWLINE_NAME
     assert yaml.safe_load(newline_docs.docs["user-data"])["hostname"] == "hersonissos"
-    text = newline_docs.docs["user-data"].replace(KNOWN_SCHEMA_BUG, "ssh_genkeytypes: [ed25519]\n")
-    assert _cloud_init_schema(tmp_path, text).returncode == 0
+    assert _cloud_init_schema(tmp_path, newline_docs.docs["user-data"]).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (templates/domain.xml.j2): the display name goes "
-                   "into <title> verbatim; libvirt forbids newlines in <title>")
 def test_newline_display_name_gives_a_valid_domain_xml(newline_docs: Rendered,
                                                        tmp_path: Path) -> None:
     path = _write(tmp_path, "domain.xml", newline_docs.docs["domain.xml"])
