@@ -10,7 +10,7 @@ import click
 
 from kallikratis import __version__
 from kallikratis.commands import images as images_cmd
-from kallikratis.commands import lifecycle
+from kallikratis.commands import lifecycle, stack
 from kallikratis.commands.common import Context, console_err
 from kallikratis.errors import KallikratisError
 
@@ -57,7 +57,7 @@ def main_group(ctx: click.Context, inventory: Path | None, verbose: int) -> None
     ctx.obj = Context(inventory)
 
 
-for command in (*lifecycle.COMMANDS, images_cmd.image):
+for command in (*lifecycle.COMMANDS, *stack.COMMANDS, images_cmd.image):
     main_group.add_command(command)
 
 

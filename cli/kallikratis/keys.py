@@ -87,7 +87,7 @@ class KeyStore:
         return pub.read_text().strip()
 
     # -- vault ----------------------------------------------------------------------------
-    def _vault(self):  # type: ignore[no-untyped-def]
+    def vault(self):  # type: ignore[no-untyped-def]
         from ansible.constants import DEFAULT_VAULT_ID_MATCH
         from ansible.parsing.vault import VaultLib, VaultSecret
 
@@ -108,7 +108,7 @@ class KeyStore:
         path = self._host_key_file(slug)
         if path.exists():
             try:
-                plain = self._vault().decrypt(path.read_bytes()).decode()
+                plain = self.vault().decrypt(path.read_bytes()).decode()
             except Exception as exc:  # noqa: BLE001 - ansible raises several types
                 raise KallikratisError(f"cannot decrypt host key {path}: {exc}") from exc
             private, public = plain.split("\n--public--\n")
@@ -116,7 +116,7 @@ class KeyStore:
         if not create:
             return None
         pair = generate(f"root@{slug}")
-        blob = self._vault().encrypt(f"{pair.private_openssh}\n--public--\n{pair.public_openssh}")
+        blob = self.vault().encrypt(f"{pair.private_openssh}\n--public--\n{pair.public_openssh}")
         atomic_write(path, blob)
         log.info("generated host key for %s", slug)
         return pair

@@ -29,6 +29,11 @@ _Loader.add_constructor("!vault", lambda loader, node: VaultText(loader.construc
 _Loader.add_constructor("!unsafe", lambda loader, node: str(loader.construct_scalar(node)))
 
 
+def is_vault_file(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(14) == b"$ANSIBLE_VAULT"
+
+
 def read_yaml(path: Path) -> Any:
     """Parse one YAML file; a syntax error becomes an InventoryError naming file and line."""
     try:
@@ -129,6 +134,8 @@ def load_raw(path: Path) -> RawInventory:
             raw.group_vars.setdefault(group, Vars()).update(read_yaml(vf), str(vf), problems)
     for host in raw.host_order:
         for vf in _vars_files(hosts_file.parent / "host_vars" / host):
+            if is_vault_file(vf):
+                continue  # whole-file ansible-vault secrets: for Ansible, not for validation
             raw.host_vars.setdefault(host, Vars()).update(read_yaml(vf), str(vf), problems, host)
     if problems:
         raise InventoryError(problems)

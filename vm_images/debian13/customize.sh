@@ -3,10 +3,12 @@
 set -eu
 
 # Timers and jobs that only cost boot time on a centrally patched VM; binfmt_misc is unused;
-# grub-common.service only records a successful boot (GRUB_RECORDFAIL_TIMEOUT is 0 anyway).
+# grub-common.service only records a successful boot (GRUB_RECORDFAIL_TIMEOUT is 0 anyway);
+# host keys come from cloud-init (injected, or ssh_genkeytypes), never from sshd-keygen.
 systemctl mask apt-daily.timer apt-daily-upgrade.timer apt-daily.service apt-daily-upgrade.service \
     e2scrub_all.timer e2scrub_all.service e2scrub_reap.service grub-common.service \
     systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount \
+    sshd-keygen.service \
     >/dev/null 2>&1
 
 systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
@@ -22,7 +24,7 @@ journalctl --update-catalog
 /usr/lib/systemd/systemd-update-done
 
 # Every Python module cloud-init imports must have valid bytecode (no compiling at first boot).
-python3 -m compileall -q -j0 "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
+python3 -m compileall -q "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')" \
     /usr/lib/python3/dist-packages >/dev/null
 
 # Rebuild the initramfs with MODULES=list and the module blacklist.

@@ -1,0 +1,120 @@
+"""Running playbooks through ansible-runner, read through its structured events and stats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kallikratis import paths
+
+log = logging.getLogger(__name__)
+TaskProgress = Callable[[str, str], None]  # (host, "task name" or final word)
+
+
+@dataclass
+class HostOutcome:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (task, message)
+
+    @property
+    def result(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        return "failed" if self.failed else "ok"
+
+
+@dataclass
+class PlaybookRun:
+    playbook: str
+    rc: int
+    seconds: float
+    artifacts: Path
+    hosts: dict[str, HostOutcome]
+    strategy: str
+
+
+def mitogen_strategy_dir() -> Path | None:
+    """The mitogen strategy plugins, when the mitogen package is installed and usable."""
+    if os.environ.get("KALLIKRATIS_ANSIBLE_STOCK"):
+        return None
+    try:
+        import ansible_mitogen  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - any import problem means: run stock Ansible
+        return None
+    path = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+    return path if path.is_dir() else None
+
+
+def _message(res: dict[str, Any]) -> str:
+    if res.get("_ansible_no_log") or res.get("censored"):
+        return "(output hidden: no_log task)"
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if isinstance(msg, list):
+        msg = "; ".join(map(str, msg))
+    return str(msg).strip()[:2000]
+
+
+def run_playbook(playbook: str, inventory: Path, *, limit: list[str], state_dir: Path,
+                 check: bool = False, progress: TaskProgress | None = None,
+                 extravars: dict[str, Any] | None = None) -> PlaybookRun:
+    import ansible_runner
+
+    runs = state_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
+    private.mkdir(mode=0o700)
+    hosts: dict[str, HostOutcome] = {h: HostOutcome() for h in limit}
+    env = {"ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),
+           "KALLIKRATIS_STATE_DIR": str(state_dir), "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_NOCOLOR": "1"}
+    strategy = "linear"
+    mitogen = mitogen_strategy_dir()
+    if mitogen is not None:
+        env |= {"ANSIBLE_STRATEGY_PLUGINS": str(mitogen), "ANSIBLE_STRATEGY": "mitogen_linear"}
+        strategy = "mitogen_linear"
+
+    def on_event(event: dict[str, Any]) -> bool:
+        data = event.get("event_data", {})
+        host = data.get("host")
+        kind = event.get("event", "")
+        if host in hosts:
+            if kind == "runner_on_start" and progress:
+                progress(host, data.get("task", ""))
+            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                hosts[host].failures.append((data.get("task", ""), _message(data.get("res", {}))))
+            elif kind == "runner_on_unreachable":
+                hosts[host].failures.append((data.get("task", ""), _message(data.get("res", {}))))
+        return True
+
+    start = time.monotonic()
+    cmdline = "--check --diff" if check else None
+    runner = ansible_runner.run(
+        private_data_dir=str(private), project_dir=str(paths.PROJECT_ROOT),
+        playbook=str(paths.PROJECT_ROOT / "playbooks" / playbook), inventory=str(inventory),
+        limit=",".join(limit), envvars=env, extravars=extravars or {}, cmdline=cmdline,
+        event_handler=on_event, quiet=True, suppress_env_files=True,
+    )
+    stats = runner.stats or {}
+    for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
+                      ("dark", "unreachable"), ("skipped", "skipped")):
+        for host, n in (stats.get(key) or {}).items():
+            if host in hosts:
+                setattr(hosts[host], attr, n)
+    for host, outcome in hosts.items():
+        if not any((outcome.ok, outcome.changed, outcome.failed, outcome.unreachable)):
+            outcome.failed = 1
+            outcome.failures.append(("(none)", f"ansible did not run on {host}: see {private}"))
+        if progress:
+            progress(host, outcome.result)
+    return PlaybookRun(playbook, int(runner.rc or 0), time.monotonic() - start,
+                       private / "artifacts", hosts, strategy)

@@ -1,0 +1,116 @@
+"""Application stack commands: deploy, verify, onboard."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from kallikratis import ansible, model, verify
+from kallikratis.commands.common import Context, console, emit_json, esc, json_option
+from kallikratis.commands.lifecycle import _check_capacity, _report, _selection, all_opt, names_arg
+from kallikratis.commands.progress import PhaseBoard
+from kallikratis.errors import ProvisionError
+from kallikratis.pki import FleetCA
+from kallikratis.secrets import ensure_secrets
+
+
+def run_deploy(ctx: Context, selection: tuple[model.Municipality, ...], check: bool,
+               as_json: bool) -> ansible.PlaybookRun:
+    engine = ctx.engine
+    engine.keys.ensure_client_key()
+    ca = FleetCA(engine.state_dir, ctx.fleet)
+    for m in selection:
+        ensure_secrets(ctx.fleet, m, engine.keys)
+        ca.ensure_cert(m)
+    with PhaseBoard([m.slug for m in selection], "deploy" + (" --check" if check else "")) as b:
+        run = ansible.run_playbook("site.yml", ctx.fleet.inventory,
+                                   limit=[m.slug for m in selection],
+                                   state_dir=engine.state_dir, check=check, progress=b)
+    if as_json:
+        emit_json({"playbook": run.playbook, "seconds": run.seconds, "strategy": run.strategy,
+                   "artifacts": str(run.artifacts), "check": check, "hosts": run.hosts})
+    else:
+        table = Table(title=f"deploy ({run.strategy}, {run.seconds:.0f} s)", title_justify="left")
+        for col in ("municipality", "result", "ok", "changed", "failed", "unreachable"):
+            table.add_column(col)
+        for slug, h in run.hosts.items():
+            color = "green" if h.result == "ok" else "red"
+            table.add_row(esc(slug), f"[{color}]{h.result}[/]", str(h.ok), str(h.changed),
+                          str(h.failed), str(h.unreachable))
+        console.print(table)
+        for slug, h in run.hosts.items():
+            for task, msg in h.failures:
+                console.print(f"[red]{esc(slug)}[/]: task [bold]{esc(task)}[/]: {esc(msg)}")
+        console.print(f"run artifacts: {esc(run.artifacts)}")
+    return run
+
+
+@click.command()
+@names_arg
+@all_opt
+@click.option("--check", is_flag=True, help="Check mode with diff: report, change nothing.")
+@json_option
+@click.pass_obj
+def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_json: bool) -> None:
+    """Deploy the application stack (playbooks/site.yml) to municipality VMs.
+
+    One municipality failing does not stop the others; exit code 5 when any failed or was
+    unreachable. Run artifacts are kept under the state directory.
+    """
+    run = run_deploy(ctx, _selection(ctx, names, all_, required=True), check, as_json)
+    bad = [s for s, h in run.hosts.items() if h.result != "ok"]
+    if bad:
+        raise ProvisionError(f"deploy failed on: {', '.join(bad)}")
+
+
+def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json: bool) -> bool:
+    checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir)
+    if as_json:
+        emit_json({"seconds": took, "checks": checks})
+    else:
+        table = Table(title=f"verify ({took:.0f} s)", title_justify="left")
+        for col in ("municipality", "passed", "failed", "failing checks"):
+            table.add_column(col)
+        for slug in [m.slug for m in selection] + (["*"] if any(c.slug == "*" for c in checks)
+                                                   else []):
+            mine = [c for c in checks if c.slug == slug]
+            bad = [c for c in mine if not c.passed]
+            table.add_row(esc(slug), str(len(mine) - len(bad)), str(len(bad)),
+                          esc("\n".join(f"{c.name}: {c.message[:160]}" for c in bad)))
+        console.print(table)
+    return bool(checks) and all(c.passed for c in checks)
+
+
+@click.command("verify")
+@names_arg
+@json_option
+@click.pass_obj
+def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
+    """Check the running platform with the testinfra suites in tests/infra.
+
+    Services, ports and firewall, TLS chain and names, home page, WordPress REST API,
+    Datasette JSON API, Kolibri where enabled and absent where not. Exit 5 on any failure.
+    """
+    if not run_verify(ctx, _selection(ctx, names, False), as_json):
+        raise ProvisionError("verification failed")
+
+
+@click.command()
+@click.argument("name")
+@click.pass_obj
+def onboard(ctx: Context, name: str) -> None:
+    """Bring a new municipality online: validate, up, deploy, verify."""
+    m = ctx.fleet.get(name)
+    _check_capacity(ctx)
+    with PhaseBoard([m.slug], "up") as board:
+        results = ctx.engine.up([m], board)
+    _report(results, False, "up")
+    run = run_deploy(ctx, (m,), False, False)
+    if run.hosts[m.slug].result != "ok":
+        raise ProvisionError(f"deploy failed on {m.slug}")
+    if not run_verify(ctx, (m,), False):
+        raise ProvisionError(f"{m.slug} is deployed but verification failed")
+    console.print(f"[green]{esc(m.slug)} is online[/]: https://{esc(m.domain)}/")
+
+
+COMMANDS = (deploy, verify_cmd, onboard)

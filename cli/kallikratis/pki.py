@@ -1,0 +1,122 @@
+"""The fleet certificate authority and one TLS certificate per municipality domain.
+
+The CA key and every server key are stored ansible-vault-encrypted; roles read them with the
+`file` lookup (which decrypts vaulted files). Certificates are renewed when they near expiry or
+no longer name the municipality's domain and address.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from kallikratis import model
+from kallikratis.keys import KeyStore, atomic_write
+from kallikratis.stackvars import tls_paths
+
+log = logging.getLogger(__name__)
+CA_DAYS = 3650
+CERT_DAYS = 397
+RENEW_BEFORE = dt.timedelta(days=30)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+class FleetCA:
+    def __init__(self, state_dir: Path, fleet: model.Fleet) -> None:
+        self.fleet = fleet
+        self.keys = KeyStore(state_dir, fleet.name)
+        self.state_dir = state_dir
+        self.ca_cert_path = tls_paths(state_dir, fleet.name, "x")["ca"]
+        self.ca_key_path = self.ca_cert_path.with_name("ca.key.vault")
+
+    def _write_secret(self, path: Path, data: bytes) -> None:
+        atomic_write(path, self.keys.vault().encrypt(data))
+
+    def _read_secret(self, path: Path) -> bytes:
+        return self.keys.vault().decrypt(path.read_bytes())
+
+    def ensure_ca(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        if self.ca_cert_path.exists() and self.ca_key_path.exists():
+            cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+            key = serialization.load_pem_private_key(self._read_secret(self.ca_key_path), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            return cert, key
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Kallikratis"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"Kallikratis fleet CA ({self.fleet.name})"),
+        ])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        self._write_secret(self.ca_key_path, _pem_key(key))
+        atomic_write(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        log.info("created fleet CA for %s", self.fleet.name)
+        return cert, key
+
+    def ensure_cert(self, m: model.Municipality) -> bool:
+        """Issue or renew the municipality's certificate; True when a new one was written."""
+        paths = tls_paths(self.state_dir, self.fleet.name, m.slug)
+        if paths["cert"].exists() and paths["key"].exists() and self._still_good(paths["cert"], m):
+            return False
+        ca_cert, ca_key = self.ensure_ca()
+        key = ec.generate_private_key(ec.SECP256R1())
+        san = x509.SubjectAlternativeName([x509.DNSName(m.domain), x509.IPAddress(m.ip)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, m.domain)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_now() - dt.timedelta(minutes=5))
+            .not_valid_after(_now() + dt.timedelta(days=CERT_DAYS))
+            .add_extension(san, critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        self._write_secret(paths["key"], _pem_key(key))
+        chain = cert.public_bytes(serialization.Encoding.PEM)
+        atomic_write(paths["cert"], chain, 0o644)
+        log.info("issued TLS certificate for %s", m.domain)
+        return True
+
+    @staticmethod
+    def _still_good(path: Path, m: model.Municipality) -> bool:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if cert.not_valid_after_utc - _now() < RENEW_BEFORE:
+            return False
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return False
+        return (san.get_values_for_type(x509.DNSName) == [m.domain]
+                and san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(m.ip)])

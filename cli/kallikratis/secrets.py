@@ -1,0 +1,37 @@
+"""Per-municipality application secrets, generated once, ansible-vault-encrypted in the inventory.
+
+`host_vars/<slug>/vault.yml` is a whole-file vault that Ansible loads by itself; its values are
+never printed or logged (roles use them under no_log).
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import yaml
+
+from kallikratis import model
+from kallikratis.keys import KeyStore, atomic_write
+
+SECRET_NAMES = ("vault_portal_admin_password", "vault_portal_db_password")
+
+
+def vault_file(fleet: model.Fleet, slug: str) -> Path:
+    return fleet.inventory / "host_vars" / slug / "vault.yml"
+
+
+def ensure_secrets(fleet: model.Fleet, m: model.Municipality, keys: KeyStore) -> bool:
+    """Create or complete the municipality's vault file; True when it was written."""
+    path = vault_file(fleet, m.slug)
+    vault = keys.vault()
+    current: dict[str, str] = {}
+    if path.exists():
+        current = yaml.safe_load(vault.decrypt(path.read_bytes())) or {}
+    missing = [n for n in SECRET_NAMES if not current.get(n)]
+    if not missing:
+        return False
+    for name in missing:
+        current[name] = secrets.token_urlsafe(24)
+    atomic_write(path, vault.encrypt(yaml.safe_dump(current).encode()), 0o600)
+    return True

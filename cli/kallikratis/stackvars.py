@@ -1,0 +1,43 @@
+"""The variables Ansible sees for one municipality (through plugins/vars/kallikratis.py).
+
+Computed from the model so that plain ansible-playbook and `kallikratis deploy` agree.
+No secret values here: only paths of vault-encrypted files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kallikratis import model
+
+
+def tls_paths(state_dir: Path, fleet: str, slug: str) -> dict[str, Path]:
+    base = state_dir / "fleets" / fleet / "pki"
+    return {"ca": base / "ca.crt", "cert": base / f"{slug}.crt", "key": base / f"{slug}.key.vault"}
+
+
+def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> dict[str, Any]:
+    known_hosts = state_dir / "fleets" / fleet.name / "known_hosts"
+    tls = tls_paths(state_dir, fleet.name, m.slug)
+    return {
+        "ansible_host": str(m.ip),
+        "ansible_user": fleet.admin_user,
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": str(state_dir / "ssh" / "id_ed25519"),
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
+            "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+        ),
+        "kallikratis_fleet": fleet.name,
+        "kallikratis_slug": m.slug,
+        "kallikratis_display_name": m.display_name,
+        "kallikratis_domain": m.domain,
+        "kallikratis_modules": list(m.modules),
+        "kallikratis_ip": str(m.ip),
+        "kallikratis_mgmt_networks": [str(fleet.network.cidr)],
+        "kallikratis_tls_ca_file": str(tls["ca"]),
+        "kallikratis_tls_cert_file": str(tls["cert"]),
+        "kallikratis_tls_key_file": str(tls["key"]),
+        "kallikratis_data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
+    }
