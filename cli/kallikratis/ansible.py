@@ -63,9 +63,16 @@ def _message(res: dict[str, Any]) -> str:
     return str(msg).strip()[:2000]
 
 
-def run_playbook(playbook: str, inventory: Path, *, limit: list[str], state_dir: Path,
-                 check: bool = False, progress: TaskProgress | None = None,
-                 extravars: dict[str, Any] | None = None) -> PlaybookRun:
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    *,
+    limit: list[str],
+    state_dir: Path,
+    check: bool = False,
+    progress: TaskProgress | None = None,
+    extravars: dict[str, Any] | None = None,
+) -> PlaybookRun:
     import ansible_runner
 
     runs = state_dir / "runs"
@@ -74,13 +81,17 @@ def run_playbook(playbook: str, inventory: Path, *, limit: list[str], state_dir:
     private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
     private.mkdir(mode=0o700)
     hosts: dict[str, HostOutcome] = {h: HostOutcome() for h in limit}
-    env = {"ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),
-           "KALLIKRATIS_STATE_DIR": str(state_dir), "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_NOCOLOR": "1"}
+    env = {
+        "ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),
+        "KALLIKRATIS_STATE_DIR": str(state_dir),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
     strategy = "linear"
     mitogen = mitogen_strategy_dir()
     if mitogen is not None:
-        env |= {"ANSIBLE_STRATEGY_PLUGINS": str(mitogen), "ANSIBLE_STRATEGY": "mitogen_linear"}
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen)
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
         strategy = "mitogen_linear"
 
     def on_event(event: dict[str, Any]) -> bool:
@@ -90,23 +101,37 @@ def run_playbook(playbook: str, inventory: Path, *, limit: list[str], state_dir:
         if host in hosts:
             if kind == "runner_on_start" and progress:
                 progress(host, data.get("task", ""))
-            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-                hosts[host].failures.append((data.get("task", ""), _message(data.get("res", {}))))
-            elif kind == "runner_on_unreachable":
+            elif (
+                kind == "runner_on_failed"
+                and not data.get("ignore_errors")
+                or kind == "runner_on_unreachable"
+            ):
                 hosts[host].failures.append((data.get("task", ""), _message(data.get("res", {}))))
         return True
 
     start = time.monotonic()
     cmdline = "--check --diff" if check else None
     runner = ansible_runner.run(
-        private_data_dir=str(private), project_dir=str(paths.PROJECT_ROOT),
-        playbook=str(paths.PROJECT_ROOT / "playbooks" / playbook), inventory=str(inventory),
-        limit=",".join(limit), envvars=env, extravars=extravars or {}, cmdline=cmdline,
-        event_handler=on_event, quiet=True, suppress_env_files=True,
+        private_data_dir=str(private),
+        project_dir=str(paths.PROJECT_ROOT),
+        playbook=str(paths.PROJECT_ROOT / "playbooks" / playbook),
+        inventory=str(inventory),
+        limit=",".join(limit),
+        envvars=env,
+        extravars=extravars or {},
+        cmdline=cmdline,
+        event_handler=on_event,
+        quiet=True,
+        suppress_env_files=True,
     )
     stats = runner.stats or {}
-    for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"),
-                      ("dark", "unreachable"), ("skipped", "skipped")):
+    for key, attr in (
+        ("ok", "ok"),
+        ("changed", "changed"),
+        ("failures", "failed"),
+        ("dark", "unreachable"),
+        ("skipped", "skipped"),
+    ):
         for host, n in (stats.get(key) or {}).items():
             if host in hosts:
                 setattr(hosts[host], attr, n)
@@ -116,5 +141,11 @@ def run_playbook(playbook: str, inventory: Path, *, limit: list[str], state_dir:
             outcome.failures.append(("(none)", f"ansible did not run on {host}: see {private}"))
         if progress:
             progress(host, outcome.result)
-    return PlaybookRun(playbook, int(runner.rc or 0), time.monotonic() - start,
-                       private / "artifacts", hosts, strategy)
+    return PlaybookRun(
+        playbook,
+        int(runner.rc or 0),
+        time.monotonic() - start,
+        private / "artifacts",
+        hosts,
+        strategy,
+    )

@@ -15,6 +15,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -332,9 +333,59 @@ def _customize(recipe: Recipe, mnt: Path, root_uuid: str) -> None:
         shutil.copytree(files, mnt, symlinks=True, dirs_exist_ok=True)
     (mnt / "etc/fstab").write_text(f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     (mnt / "etc/hostname").write_text("localhost\n")
+    _download_wheels(recipe, mnt)
     script = recipe.path / "customize.sh"
     if script.is_file():
         _run(["chroot", str(mnt), "/bin/sh", "-s"], "customize.sh", stdin=script.read_text())
+
+
+def _download_wheels(recipe: Recipe, mnt: Path) -> None:
+    """`wheels.txt` (pip requirements): wheels for the image's Python into /opt/kallikratis/wheels.
+
+    Downloaded on the build host (the image has no network at build or run time); customize.sh
+    then builds the application venvs offline from them.
+    """
+    reqs = recipe.path / "wheels.txt"
+    if not reqs.is_file():
+        return
+    pythons = sorted(
+        p.name for p in (mnt / "usr/bin").glob("python3.[0-9]*") if p.name[8:].isdigit()
+    )
+    if not pythons:
+        raise ImageError(f"{reqs}: the image has no python3.X to download wheels for")
+    version = pythons[-1].removeprefix("python")
+    abi = "cp" + version.replace(".", "")
+    dest = mnt / "opt/kallikratis/wheels"
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64", "any")
+    argv = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--dest",
+        str(dest),
+        "--only-binary=:all:",
+        "--python-version",
+        version,
+        "--implementation",
+        "cp",
+        "--abi",
+        abi,
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+        *[f"--platform={p}" for p in platforms],
+        "-r",
+        str(reqs),
+        "pip",
+        "setuptools",
+        "wheel",
+    ]
+    _run(argv, "pip download")
 
 
 def _install_grub(mnt: Path, disk: str, root_uuid: str) -> None:
@@ -369,11 +420,12 @@ def _clean(mnt: Path) -> None:
 @contextmanager
 def _loop_device(raw: Path) -> Iterator[tuple[str, str]]:
     """Attach the disk; create the partition node by hand (no udev here)."""
-    disk = _run(["losetup", "--find", "--show", str(raw)], "losetup").strip()
+    disk = _run(["losetup", "--find", "--show", "--partscan", str(raw)], "losetup").strip()
     created: Path | None = None
     try:
-        _run(["partx", "--add", disk], "partx")
         name = Path(disk).name
+        if not Path(f"/sys/block/{name}/{name}p1").exists():
+            _run(["partx", "--add", disk], "partx")
         major, minor = Path(f"/sys/block/{name}/{name}p1/dev").read_text().strip().split(":")
         part = Path(f"{disk}p1")
         if not part.exists():

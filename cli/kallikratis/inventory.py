@@ -20,6 +20,8 @@ from kallikratis.errors import InventoryError, Problem
 from kallikratis.varsfiles import RawInventory, Vars, load_raw
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+LOGO_RE = re.compile(r"^(https://[^\s\"'<>]+|/[^\s\"'<>]*)$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 DOMAIN_TYPE_ENV = "KALLIKRATIS_DOMAIN_TYPE"
@@ -242,6 +244,8 @@ def _municipalities(
             chk.add(
                 hv, slug, "hypervisor", f"unknown hypervisor {hyp!r} (known: {sorted(hypervisors)})"
             )
+        modules = _modules_of(chk, hv, slug, gvars)
+        language, colour, logo = _presentation_of(chk, hv, slug)
         out.append(
             model.Municipality(
                 slug=slug,
@@ -249,15 +253,70 @@ def _municipalities(
                 display_name=display,
                 domain=str(domain),
                 profile=profile,
-                modules=_modules_of(chk, hv, slug, gvars),
+                modules=modules,
                 ip=ips[slug],
                 mac=macs[slug],
                 hypervisor=str(hyp),
+                language=language,
+                branding_colour=colour,
+                branding_logo=logo,
+                datasets=_datasets_of(chk, raw, hv, slug, modules),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )
         )
     return tuple(out)
+
+
+def _presentation_of(chk: _Checker, hv: Vars, slug: str) -> tuple[str, str, str]:
+    language = hv.get("language", "el")
+    if language not in model.LANGUAGES:
+        chk.add(hv, slug, "language", f"must be one of {list(model.LANGUAGES)}, got {language!r}")
+        language = "el"
+    branding = hv.get("branding") or {}
+    if not isinstance(branding, dict):
+        chk.add(hv, slug, "branding", "must be a mapping with colour and logo")
+        branding = {}
+    colour = branding.get("colour", "#1f4e79")
+    if not isinstance(colour, str) or not COLOUR_RE.match(colour):
+        chk.add(hv, slug, "branding.colour", f"must be a colour like '#1f4e79', got {colour!r}")
+        colour = "#1f4e79"
+    logo = branding.get("logo", "")
+    if not isinstance(logo, str) or (logo and not LOGO_RE.match(logo)):
+        chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
+        logo = ""
+    return str(language), colour.lower(), logo
+
+
+def _datasets_of(
+    chk: _Checker, raw: RawInventory, hv: Vars, slug: str, modules: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Open-data CSVs in host_vars/<slug>/data/.
+
+    Without a `datasets` list, whatever CSVs are there (maybe none: onboarding stays one
+    entry); every dataset a list names must have its CSV.
+    """
+    data_dir = raw.hosts_file.parent / "host_vars" / slug / "data"
+    present = sorted(p.stem for p in data_dir.glob("*.csv")) if data_dir.is_dir() else []
+    wanted = hv.get("datasets", present)
+    if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted):
+        chk.add(hv, slug, "datasets", "must be a list of dataset names")
+        return ()
+    if "opendata" not in modules:
+        return tuple(wanted)
+    for name in wanted:
+        csv = data_dir / f"{name}.csv"
+        if not csv.is_file():
+            chk.add(hv, slug, "datasets", f"missing CSV {csv}")
+            continue
+        try:
+            header = csv.read_text(encoding="utf-8").splitlines()[:1]
+        except (OSError, UnicodeDecodeError) as exc:
+            chk.add(hv, slug, "datasets", f"{csv} is not readable UTF-8 text: {exc}")
+            continue
+        if not header or not header[0].strip():
+            chk.add(hv, slug, "datasets", f"{csv} has no header row")
+    return tuple(wanted)
 
 
 def _profile_of(

@@ -15,6 +15,7 @@ from kallikratis.errors import UsageError
 #: XML namespace of the <metadata> element Kallikratis writes into every domain it owns.
 METADATA_NS = "https://kallikratis.dev/xmlns/domain/1"
 MODULES = ("portal", "opendata", "education")
+LANGUAGES = ("el", "en")
 DOMAIN_TYPES = ("kvm", "qemu")
 NETWORK_MODES = ("nat", "route", "isolated", "bridge")
 
@@ -66,6 +67,10 @@ class Municipality:
     ip: ipaddress.IPv4Address
     mac: str
     hypervisor: str
+    language: str = "el"
+    branding_colour: str = "#1f4e79"
+    branding_logo: str = ""
+    datasets: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

@@ -36,11 +36,19 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
     lines = []
     for m in fleet.municipalities:
         lines += [
-            f"Host {m.slug}", f"  HostName {m.ip}", f"  User {fleet.admin_user}",
-            f"  IdentityFile {keys.client_key}", "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {keys.known_hosts}", "  GlobalKnownHostsFile /dev/null",
-            "  StrictHostKeyChecking yes", "  BatchMode yes", "  ConnectTimeout 10",
-            "  ControlMaster auto", "  ControlPath /tmp/.kk-verify-%C", "  ControlPersist 120",
+            f"Host {m.slug}",
+            f"  HostName {m.ip}",
+            f"  User {fleet.admin_user}",
+            f"  IdentityFile {keys.client_key}",
+            "  IdentitiesOnly yes",
+            f"  UserKnownHostsFile {keys.known_hosts}",
+            "  GlobalKnownHostsFile /dev/null",
+            "  StrictHostKeyChecking yes",
+            "  BatchMode yes",
+            "  ConnectTimeout 10",
+            "  ControlMaster auto",
+            "  ControlPath /tmp/.kk-verify-%C",
+            "  ControlPersist 120",
             "",
         ]
     path = keys.dir / "ssh_config"
@@ -51,8 +59,11 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
 def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_dir: Path) -> Path:
     spec = {
         m.slug: {
-            "slug": m.slug, "display_name": m.display_name, "domain": m.domain,
-            "ip": str(m.ip), "modules": list(m.modules),
+            "slug": m.slug,
+            "display_name": m.display_name,
+            "domain": m.domain,
+            "ip": str(m.ip),
+            "modules": list(m.modules),
             "all_modules": list(model.MODULES),
             "ca_file": str(tls_paths(state_dir, fleet.name, m.slug)["ca"]),
             "mgmt_network": str(fleet.network.cidr),
@@ -64,21 +75,35 @@ def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_di
     return path
 
 
-def run(fleet: model.Fleet, selection: list[model.Municipality], state_dir: Path,
-        keyword: str | None = None) -> tuple[list[Check], float]:
+def run(
+    fleet: model.Fleet,
+    selection: list[model.Municipality],
+    state_dir: Path,
+    keyword: str | None = None,
+) -> tuple[list[Check], float]:
     ssh_config = write_ssh_config(fleet, state_dir)
     spec = write_spec(fleet, selection, state_dir)
     junit = KeyStore(state_dir, fleet.name).dir / f"verify-{os.getpid()}.xml"
     hosts = ",".join(f"ssh://{m.slug}" for m in selection)
-    argv = [sys.executable, "-m", "pytest", str(SUITES), "-p", "no:cacheprovider", "-q",
-            f"--hosts={hosts}", f"--ssh-config={ssh_config}", f"--junitxml={junit}",
-            "--rootdir", str(SUITES)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITES),
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        f"--hosts={hosts}",
+        f"--ssh-config={ssh_config}",
+        f"--junitxml={junit}",
+        "--rootdir",
+        str(SUITES),
+    ]
     if keyword:
         argv += ["-k", keyword]
     env = dict(os.environ, KALLIKRATIS_VERIFY_SPEC=str(spec))
     start = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False,
-                          cwd=SUITES)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=SUITES)
     took = time.monotonic() - start
     if not junit.exists():
         return [Check("*", "testinfra", False, (done.stdout + done.stderr)[-2000:])], took

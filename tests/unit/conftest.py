@@ -48,8 +48,9 @@ def vault_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def make_engine(tmp_path: Path, state_dir: Path,
-                vault_password: Path) -> Iterator[Callable[[model.Fleet], Engine]]:
+def make_engine(
+    tmp_path: Path, state_dir: Path, vault_password: Path
+) -> Iterator[Callable[[model.Fleet], Engine]]:
     """Engines of one test share state (keys), image cache and libvirt connections.
 
     Each connection to a file-based test-driver URI has its own private state, so engines of
@@ -63,8 +64,9 @@ def make_engine(tmp_path: Path, state_dir: Path,
         return connections[uri]
 
     def factory(fleet: model.Fleet) -> Engine:
-        return Engine(fleet, state_dir=state_dir, image_cache=tmp_path / "cache",
-                      backend_factory=backend)
+        return Engine(
+            fleet, state_dir=state_dir, image_cache=tmp_path / "cache", backend_factory=backend
+        )
 
     yield factory
     for be in connections.values():

@@ -1,6 +1,5 @@
 """Helpers of the unit suite (plain functions and classes; fixtures live in conftest.py)."""
 
-
 from __future__ import annotations
 
 import os
@@ -32,8 +31,9 @@ HOSTILE_NAME = (
 
 
 def fixed_host_key() -> KeyPair:
-    return KeyPair((DATA / "host_ed25519").read_text(),
-                   (DATA / "host_ed25519.pub").read_text().strip())
+    return KeyPair(
+        (DATA / "host_ed25519").read_text(), (DATA / "host_ed25519.pub").read_text().strip()
+    )
 
 
 def fixed_client_public_key() -> str:
@@ -81,10 +81,12 @@ class InventoryCopy:
 
     def set_host(self, slug: str, **values: Any) -> None:
         """Set variables on a municipality's entry in hosts.yml."""
+
         def change(data: dict[str, Any]) -> None:
             entry = self.municipalities(data).setdefault(slug, {}) or {}
             entry.update(values)
             self.municipalities(data)[slug] = entry
+
         self.edit(self.hosts, change)
 
     def unset_host(self, slug: str, key: str) -> None:
@@ -95,8 +97,12 @@ class InventoryCopy:
 
     def add_many(self, count: int, prefix: str = "dimos") -> None:
         """Add *count* municipalities <prefix>-000... in one write."""
-        self.edit(self.hosts, lambda d: self.municipalities(d).update(
-            {f"{prefix}-{i:03d}": {"display_name": f"Δήμος {i}"} for i in range(count)}))
+        self.edit(
+            self.hosts,
+            lambda d: self.municipalities(d).update(
+                {f"{prefix}-{i:03d}": {"display_name": f"Δήμος {i}"} for i in range(count)}
+            ),
+        )
 
     def remove_host(self, slug: str) -> None:
         self.edit(self.hosts, lambda d: self.municipalities(d).pop(slug))
@@ -105,6 +111,7 @@ class InventoryCopy:
         def change(data: dict[str, Any]) -> None:
             hosts = self.municipalities(data)
             hosts[new] = hosts.pop(old)
+
         self.edit(self.hosts, change)
 
     def set_host_var_file(self, slug: str, **values: Any) -> None:
@@ -121,8 +128,10 @@ class InventoryCopy:
         self.edit(self.fleet_vars, lambda d: d["vm_profiles"][profile].update(values))
 
     def set_hypervisor(self, **values: Any) -> None:
-        self.edit(self.hosts, lambda d: d["all"]["children"]["hypervisors"]["hosts"]["hv01"]
-                  .update(values))
+        self.edit(
+            self.hosts,
+            lambda d: d["all"]["children"]["hypervisors"]["hosts"]["hv01"].update(values),
+        )
 
     def use_test_driver(self) -> str:
         """Point hv01 at a private libvirt test-driver node (isolated per test)."""
@@ -136,8 +145,11 @@ class InventoryCopy:
         return inventory.load(self.root)
 
     def snapshot(self) -> dict[str, bytes]:
-        return {str(p.relative_to(self.root)): p.read_bytes()
-                for p in sorted(self.root.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(self.root)): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
 
 
 def check_golden(name: str, text: str) -> None:

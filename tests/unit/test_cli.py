@@ -15,7 +15,20 @@ from kallikratis.commands import common
 from kallikratis.errors import UsageError
 from support import SLUGS, InventoryCopy
 
-COMMANDS = ["validate", "plan", "up", "status", "ssh", "console", "destroy", "render", "image"]
+COMMANDS = [
+    "validate",
+    "plan",
+    "up",
+    "status",
+    "ssh",
+    "console",
+    "destroy",
+    "render",
+    "image",
+    "deploy",
+    "verify",
+    "onboard",
+]
 
 
 @pytest.fixture
@@ -27,9 +40,15 @@ def test_inv(inv: InventoryCopy, vault_password: Path) -> InventoryCopy:
 def _kk(inv: InventoryCopy, *args: str) -> subprocess.CompletedProcess[str]:
     """The real entry point `main` in a child process, for exit codes and stderr."""
     env = {**os.environ, "KALLIKRATIS_INVENTORY": str(inv.root), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-c", "from kallikratis.cli import main; main()",
-                           *args], capture_output=True, text=True, env=env, timeout=60,
-                          stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", "from kallikratis.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def _invoke(inv: InventoryCopy, *args: str):
@@ -50,7 +69,8 @@ def test_validate_json_lists_problems(inv: InventoryCopy) -> None:
     data = json.loads(proc.stdout)
     assert data["valid"] is False
     assert [(p["file"], p["entry"], p["field"]) for p in data["problems"]] == [
-        (str(inv.hosts), "minoa-pediada", "modules")]
+        (str(inv.hosts), "minoa-pediada", "modules")
+    ]
 
 
 def test_validate_offline_ok(inv: InventoryCopy) -> None:
@@ -86,7 +106,7 @@ def test_plan_and_status_json(test_inv: InventoryCopy) -> None:
 def test_up_json_creates(test_inv: InventoryCopy) -> None:
     result = _invoke(test_inv, "up", "--all", "--no-wait", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output[result.output.index("{"):])
+    data = json.loads(result.output[result.output.index("{") :])
     assert {r["slug"]: r["result"] for r in data["results"]} == dict.fromkeys(SLUGS, "created")
 
 
@@ -115,10 +135,17 @@ def _names(engine) -> set[str]:
     return {d.name for d in engine.backend("hv01").domains("crete")}
 
 
-@pytest.mark.parametrize("args", [
-    ("render", "knossos"), ("plan", "knossos"), ("up", "knossos", "--no-wait"),
-    ("destroy", "knossos", "--yes"), ("ssh", "knossos"),
-], ids=lambda a: a[0])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("render", "knossos"),
+        ("plan", "knossos"),
+        ("up", "knossos", "--no-wait"),
+        ("destroy", "knossos", "--yes"),
+        ("ssh", "knossos"),
+    ],
+    ids=lambda a: a[0],
+)
 def test_unknown_municipality_exits_2(test_inv: InventoryCopy, args: tuple[str, ...]) -> None:
     proc = _kk(test_inv, *args)
     assert proc.returncode == 2, proc.stderr
@@ -127,9 +154,15 @@ def test_unknown_municipality_exits_2(test_inv: InventoryCopy, args: tuple[str, 
 
 def test_no_inventory_exits_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "KALLIKRATIS_INVENTORY"}
-    proc = subprocess.run([sys.executable, "-c", "from kallikratis.cli import main; main()",
-                           "validate"], capture_output=True, text=True, env=env, timeout=60,
-                          check=False, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from kallikratis.cli import main; main()", "validate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "no inventory" in proc.stderr
 

@@ -57,8 +57,7 @@ def test_fresh_fleet_plans_three_creates(test_fleet: model.Fleet, make_engine: M
     assert engine.capacity() == {"hv01": (16, 3072)}
 
 
-def test_up_creates_domains_with_metadata(test_fleet: model.Fleet,
-                                          make_engine: MakeEngine) -> None:
+def test_up_creates_domains_with_metadata(test_fleet: model.Fleet, make_engine: MakeEngine) -> None:
     engine = make_engine(test_fleet)
     assert _up(engine) == dict.fromkeys(SLUGS, "created")
     be = engine.backend("hv01")
@@ -81,8 +80,9 @@ def test_up_creates_domains_with_metadata(test_fleet: model.Fleet,
         assert info is not None and info.running and info.slug == m.slug
 
 
-def test_up_creates_volumes_and_dhcp_reservations(test_fleet: model.Fleet,
-                                                  make_engine: MakeEngine) -> None:
+def test_up_creates_volumes_and_dhcp_reservations(
+    test_fleet: model.Fleet, make_engine: MakeEngine
+) -> None:
     engine = make_engine(test_fleet)
     _up(engine)
     be = engine.backend("hv01")
@@ -105,8 +105,9 @@ def test_second_up_changes_nothing(test_fleet: model.Fleet, make_engine: MakeEng
     engine = make_engine(test_fleet)
     _up(engine)
     be = engine.backend("hv01")
-    xml_before = {m.vm_name: be.domain_xml(m.vm_name, inactive=True)
-                  for m in test_fleet.municipalities}
+    xml_before = {
+        m.vm_name: be.domain_xml(m.vm_name, inactive=True) for m in test_fleet.municipalities
+    }
     uuids = _uuids(engine)
     again = make_engine(test_fleet)
     assert _up(again) == dict.fromkeys(SLUGS, "unchanged")
@@ -115,8 +116,9 @@ def test_second_up_changes_nothing(test_fleet: model.Fleet, make_engine: MakeEng
     assert {n: be.domain_xml(n, inactive=True) for n in xml_before} == xml_before
 
 
-def test_changed_profile_is_planned_and_applied(inv: InventoryCopy,
-                                               make_engine: MakeEngine) -> None:
+def test_changed_profile_is_planned_and_applied(
+    inv: InventoryCopy, make_engine: MakeEngine
+) -> None:
     inv.use_test_driver()
     engine = make_engine(inv.load())
     _up(engine)
@@ -126,13 +128,18 @@ def test_changed_profile_is_planned_and_applied(inv: InventoryCopy,
     [item] = [it for it in changed.plan(changed.fleet.municipalities) if it.action != "unchanged"]
     assert (item.slug, item.action) == ("hersonissos", "change")
     assert dict((k, (a, b)) for k, a, b in item.changes) == {
-        "vcpus": (1, 2), "memory_mib": (1536, 2048), "disk_gib": (10, 20)}
+        "vcpus": (1, 2),
+        "memory_mib": (1536, 2048),
+        "disk_gib": (10, 20),
+    }
     assert item.restart_pending  # it runs: the new size applies on restart
     results = {r.slug: r for r in changed.up(changed.fleet.municipalities, _quiet, wait=False)}
     assert results["hersonissos"].result == "changed"
     assert "restart pending" in results["hersonissos"].detail
     assert {s: r.result for s, r in results.items() if s != "hersonissos"} == {
-        "archanes-asterousia": "unchanged", "minoa-pediada": "unchanged"}
+        "archanes-asterousia": "unchanged",
+        "minoa-pediada": "unchanged",
+    }
     assert _uuids(changed) == uuids  # redefined in place, not a new domain
     be = changed.backend("hv01")
     inactive = ET.fromstring(be.domain_xml("crete-hersonissos", inactive=True))
@@ -146,7 +153,8 @@ def test_status_rows(test_fleet: model.Fleet, make_engine: MakeEngine) -> None:
     engine = make_engine(test_fleet)
     before = {r.slug: r for r in engine.status()}
     assert {s: (r.state, r.drift) for s, r in before.items()} == dict.fromkeys(
-        SLUGS, ("absent", ("not created",)))
+        SLUGS, ("absent", ("not created",))
+    )
     _up(engine, ("hersonissos",))
     rows = {r.slug: r for r in engine.status()}
     herso = rows["hersonissos"]
@@ -186,8 +194,9 @@ def test_removed_entry_is_an_orphan(inv: InventoryCopy, make_engine: MakeEngine)
     assert not any(n.startswith("crete-minoa-pediada") for n in names)
 
 
-def test_destroy_removes_everything_but_the_golden_image(test_fleet: model.Fleet,
-                                                         make_engine: MakeEngine) -> None:
+def test_destroy_removes_everything_but_the_golden_image(
+    test_fleet: model.Fleet, make_engine: MakeEngine
+) -> None:
     engine = make_engine(test_fleet)
     _up(engine)
     be = engine.backend("hv01")
@@ -210,12 +219,15 @@ def test_destroy_removes_everything_but_the_golden_image(test_fleet: model.Fleet
     assert again.result == "absent"
 
 
-def test_destroy_refuses_a_domain_without_our_metadata(test_fleet: model.Fleet,
-                                                       make_engine: MakeEngine) -> None:
+def test_destroy_refuses_a_domain_without_our_metadata(
+    test_fleet: model.Fleet, make_engine: MakeEngine
+) -> None:
     engine = make_engine(test_fleet)
     be = engine.backend("hv01")
-    be.conn.defineXML("<domain type='test'><name>crete-hersonissos</name>"
-                      "<memory unit='MiB'>128</memory><os><type>hvm</type></os></domain>")
+    be.conn.defineXML(
+        "<domain type='test'><name>crete-hersonissos</name>"
+        "<memory unit='MiB'>128</memory><os><type>hvm</type></os></domain>"
+    )
     assert _plan(engine)["hersonissos"] == "create"  # not ours: invisible to plan
     [result] = engine.destroy(["hersonissos"], _quiet)
     assert result.result == "failed"
@@ -239,8 +251,9 @@ def test_host_keys_are_vault_encrypted(test_fleet: model.Fleet, make_engine: Mak
     assert pair is not None and "PRIVATE KEY" in pair.private_openssh
 
 
-def test_known_hosts_lines_are_plain_ip_and_key(test_fleet: model.Fleet,
-                                                make_engine: MakeEngine) -> None:
+def test_known_hosts_lines_are_plain_ip_and_key(
+    test_fleet: model.Fleet, make_engine: MakeEngine
+) -> None:
     engine = make_engine(test_fleet)
     _up(engine)
     lines = engine.keys.known_hosts.read_text().splitlines()
@@ -272,11 +285,16 @@ def test_stopped_domain_is_started(test_fleet: model.Fleet, make_engine: MakeEng
     assert be.conn.lookupByName("crete-minoa-pediada").state()[0] == libvirt.VIR_DOMAIN_RUNNING
 
 
-def test_large_fleet_of_332_municipalities(inv: InventoryCopy,
-                                           make_engine: MakeEngine) -> None:
+def test_large_fleet_of_332_municipalities(inv: InventoryCopy, make_engine: MakeEngine) -> None:
     inv.use_test_driver()
-    inv.set_fleet(fleet_network={"name": "kallikratis-crete", "mode": "nat",
-                                 "cidr": "10.42.0.0/22", "gateway": "10.42.0.1"})
+    inv.set_fleet(
+        fleet_network={
+            "name": "kallikratis-crete",
+            "mode": "nat",
+            "cidr": "10.42.0.0/22",
+            "gateway": "10.42.0.1",
+        }
+    )
     inv.add_many(332 - 3)
     fleet = inv.load()
     assert len(fleet.municipalities) == 332

@@ -36,8 +36,11 @@ def test_loading_twice_gives_the_same_defaults() -> None:
     assert first.municipalities == second.municipalities
     for m in first.municipalities:
         assert m.ip in first.network.cidr
-        assert m.ip not in (first.network.gateway, first.network.cidr.network_address,
-                            first.network.cidr.broadcast_address)
+        assert m.ip not in (
+            first.network.gateway,
+            first.network.cidr.network_address,
+            first.network.cidr.broadcast_address,
+        )
         assert m.mac.startswith("52:54:00:")
 
 
@@ -98,22 +101,39 @@ def test_host_vars_file_overrides_hosts_yml(inv: InventoryCopy) -> None:
     assert m.display_name == "Δήμος Χερσονήσου (ΗΡ)"
 
 
-@pytest.mark.parametrize("name", [
-    "Δήμος Χερσονήσου",
-    HOSTILE_NAME,
-    'quote " double',
-    "quote ' single",
-    "a & b",
-    "<script>alert(1)</script>",
-    "]]> cdata end",
-    "line one\nline two",
-    "back\\slash",
-    "{{ fleet.name }} jinja",
-    "{% if %} block",
-    "100% percent",
-    "para\u2028graph",
-], ids=["greek", "hostile-all", "dquote", "squote", "amp", "tags", "cdata", "newline",
-        "backslash", "jinja-expr", "jinja-block", "percent", "u2028"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Δήμος Χερσονήσου",
+        HOSTILE_NAME,
+        'quote " double',
+        "quote ' single",
+        "a & b",
+        "<script>alert(1)</script>",
+        "]]> cdata end",
+        "line one\nline two",
+        "back\\slash",
+        "{{ fleet.name }} jinja",
+        "{% if %} block",
+        "100% percent",
+        "para\u2028graph",
+    ],
+    ids=[
+        "greek",
+        "hostile-all",
+        "dquote",
+        "squote",
+        "amp",
+        "tags",
+        "cdata",
+        "newline",
+        "backslash",
+        "jinja-expr",
+        "jinja-block",
+        "percent",
+        "u2028",
+    ],
+)
 def test_hostile_display_names_are_valid_and_round_trip(inv: InventoryCopy, name: str) -> None:
     inv.set_host("hersonissos", display_name=name)
     assert inv.load().get("hersonissos").display_name == name
@@ -140,116 +160,374 @@ HERSO_VARS = "host_vars/hersonissos.yml"
 
 BAD_CASES: dict[str, Bad] = {
     # a bad slug also makes the default domain <slug>.crete.kallikratis.test invalid
-    "slug-underscore-capital": Bad(lambda i: i.rename_host("hersonissos", "Hersonissos_1"),
-                                   HOSTS, "Hersonissos_1", "name", also=("domain",)),
-    "slug-leading-dash": Bad(lambda i: i.rename_host("hersonissos", "-bad"),
-                             HOSTS, "-bad", "name", also=("domain",)),
-    "slug-trailing-dash": Bad(lambda i: i.rename_host("hersonissos", "bad-"),
-                              HOSTS, "bad-", "name", also=("domain",)),
+    "slug-underscore-capital": Bad(
+        lambda i: i.rename_host("hersonissos", "Hersonissos_1"),
+        HOSTS,
+        "Hersonissos_1",
+        "name",
+        also=("domain",),
+    ),
+    "slug-leading-dash": Bad(
+        lambda i: i.rename_host("hersonissos", "-bad"), HOSTS, "-bad", "name", also=("domain",)
+    ),
+    "slug-trailing-dash": Bad(
+        lambda i: i.rename_host("hersonissos", "bad-"), HOSTS, "bad-", "name", also=("domain",)
+    ),
     "slug-dot": Bad(lambda i: i.rename_host("hersonissos", "a.b"), HOSTS, "a.b", "name"),
-    "slug-too-long-for-vm-name": Bad(lambda i: i.rename_host("hersonissos", "h" * 58),
-                                     HOSTS, "h" * 58, "name"),
-    "slug-too-long-for-dns": Bad(lambda i: i.rename_host("hersonissos", "h" * 64),
-                                 HOSTS, "h" * 64, "name", also=("domain",)),
-    "duplicate-ip": Bad(lambda i: (i.set_host("minoa-pediada", ip="10.42.0.50"),
-                                   i.set_host_var_file("hersonissos", ip="10.42.0.50")),
-                        HERSO_VARS, "hersonissos", "ip", "also used by minoa-pediada"),
-    "duplicate-domain": Bad(lambda i: i.set_host(
-        "hersonissos", domain="minoa-pediada.crete.kallikratis.test"),
-        HOSTS, "hersonissos", "domain", "also used by minoa-pediada"),
-    "ip-malformed": Bad(lambda i: i.set_host("hersonissos", ip="10.42.0.300"),
-                        HOSTS, "hersonissos", "ip", "not an IPv4 address"),
-    "ip-not-a-string": Bad(lambda i: i.set_host("hersonissos", ip=["10.42.0.5"]),
-                           HOSTS, "hersonissos", "ip", "not an IPv4 address"),
-    "ip-outside-subnet": Bad(lambda i: i.set_host("hersonissos", ip="10.43.0.5"),
-                             HOSTS, "hersonissos", "ip", "outside"),
-    "ip-network-address": Bad(lambda i: i.set_host("hersonissos", ip="10.42.0.0"),
-                              HOSTS, "hersonissos", "ip", "network, gateway or broadcast"),
-    "ip-gateway": Bad(lambda i: i.set_host("hersonissos", ip="10.42.0.1"),
-                      HOSTS, "hersonissos", "ip", "network, gateway or broadcast"),
-    "ip-broadcast": Bad(lambda i: i.set_host_var_file("hersonissos", ip="10.42.0.255"),
-                        HERSO_VARS, "hersonissos", "ip", "network, gateway or broadcast"),
-    "profile-unknown": Bad(lambda i: i.set_host("hersonissos", profile="huge"),
-                           HOSTS, "hersonissos", "profile", "unknown profile 'huge'"),
-    "module-unknown": Bad(lambda i: i.set_host("hersonissos", modules=["portal", "blog"]),
-                          HOSTS, "hersonissos", "modules", "unknown module 'blog'"),
+    "slug-too-long-for-vm-name": Bad(
+        lambda i: i.rename_host("hersonissos", "h" * 58), HOSTS, "h" * 58, "name"
+    ),
+    "slug-too-long-for-dns": Bad(
+        lambda i: i.rename_host("hersonissos", "h" * 64), HOSTS, "h" * 64, "name", also=("domain",)
+    ),
+    "duplicate-ip": Bad(
+        lambda i: (
+            i.set_host("minoa-pediada", ip="10.42.0.50"),
+            i.set_host_var_file("hersonissos", ip="10.42.0.50"),
+        ),
+        HERSO_VARS,
+        "hersonissos",
+        "ip",
+        "also used by minoa-pediada",
+    ),
+    "duplicate-domain": Bad(
+        lambda i: i.set_host("hersonissos", domain="minoa-pediada.crete.kallikratis.test"),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "also used by minoa-pediada",
+    ),
+    "ip-malformed": Bad(
+        lambda i: i.set_host("hersonissos", ip="10.42.0.300"),
+        HOSTS,
+        "hersonissos",
+        "ip",
+        "not an IPv4 address",
+    ),
+    "ip-not-a-string": Bad(
+        lambda i: i.set_host("hersonissos", ip=["10.42.0.5"]),
+        HOSTS,
+        "hersonissos",
+        "ip",
+        "not an IPv4 address",
+    ),
+    "ip-outside-subnet": Bad(
+        lambda i: i.set_host("hersonissos", ip="10.43.0.5"), HOSTS, "hersonissos", "ip", "outside"
+    ),
+    "ip-network-address": Bad(
+        lambda i: i.set_host("hersonissos", ip="10.42.0.0"),
+        HOSTS,
+        "hersonissos",
+        "ip",
+        "network, gateway or broadcast",
+    ),
+    "ip-gateway": Bad(
+        lambda i: i.set_host("hersonissos", ip="10.42.0.1"),
+        HOSTS,
+        "hersonissos",
+        "ip",
+        "network, gateway or broadcast",
+    ),
+    "ip-broadcast": Bad(
+        lambda i: i.set_host_var_file("hersonissos", ip="10.42.0.255"),
+        HERSO_VARS,
+        "hersonissos",
+        "ip",
+        "network, gateway or broadcast",
+    ),
+    "profile-unknown": Bad(
+        lambda i: i.set_host("hersonissos", profile="huge"),
+        HOSTS,
+        "hersonissos",
+        "profile",
+        "unknown profile 'huge'",
+    ),
+    "module-unknown": Bad(
+        lambda i: i.set_host("hersonissos", modules=["portal", "blog"]),
+        HOSTS,
+        "hersonissos",
+        "modules",
+        "unknown module 'blog'",
+    ),
     "module-unknown-in-host-vars": Bad(
         lambda i: i.set_host_var_file("hersonissos", modules=["forum"]),
-        HERSO_VARS, "hersonissos", "modules", "unknown module 'forum'"),
-    "modules-not-a-list": Bad(lambda i: i.set_host("hersonissos", modules="portal"),
-                              HOSTS, "hersonissos", "modules", "must be a list"),
-    "modules-a-mapping": Bad(lambda i: i.set_host("hersonissos", modules={"portal": True}),
-                             HOSTS, "hersonissos", "modules", "must be a list"),
-    "hypervisor-unknown": Bad(lambda i: i.set_host("hersonissos", hypervisor="hv99"),
-                              HOSTS, "hersonissos", "hypervisor", "unknown hypervisor 'hv99'"),
-    "display-name-missing": Bad(lambda i: i.unset_host("hersonissos", "display_name"),
-                                HOSTS, "hersonissos", "display_name"),
-    "display-name-empty": Bad(lambda i: i.set_host("hersonissos", display_name=""),
-                              HOSTS, "hersonissos", "display_name"),
-    "display-name-blank": Bad(lambda i: i.set_host("hersonissos", display_name="   "),
-                              HOSTS, "hersonissos", "display_name"),
-    "display-name-null": Bad(lambda i: i.set_host("hersonissos", display_name=None),
-                             HOSTS, "hersonissos", "display_name"),
-    "display-name-int": Bad(lambda i: i.set_host("hersonissos", display_name=42),
-                            HOSTS, "hersonissos", "display_name", "42"),
-    "display-name-list": Bad(lambda i: i.set_host("hersonissos", display_name=["Δήμος"]),
-                             HOSTS, "hersonissos", "display_name"),
+        HERSO_VARS,
+        "hersonissos",
+        "modules",
+        "unknown module 'forum'",
+    ),
+    "modules-not-a-list": Bad(
+        lambda i: i.set_host("hersonissos", modules="portal"),
+        HOSTS,
+        "hersonissos",
+        "modules",
+        "must be a list",
+    ),
+    "modules-a-mapping": Bad(
+        lambda i: i.set_host("hersonissos", modules={"portal": True}),
+        HOSTS,
+        "hersonissos",
+        "modules",
+        "must be a list",
+    ),
+    "hypervisor-unknown": Bad(
+        lambda i: i.set_host("hersonissos", hypervisor="hv99"),
+        HOSTS,
+        "hersonissos",
+        "hypervisor",
+        "unknown hypervisor 'hv99'",
+    ),
+    "display-name-missing": Bad(
+        lambda i: i.unset_host("hersonissos", "display_name"), HOSTS, "hersonissos", "display_name"
+    ),
+    "display-name-empty": Bad(
+        lambda i: i.set_host("hersonissos", display_name=""), HOSTS, "hersonissos", "display_name"
+    ),
+    "display-name-blank": Bad(
+        lambda i: i.set_host("hersonissos", display_name="   "),
+        HOSTS,
+        "hersonissos",
+        "display_name",
+    ),
+    "display-name-null": Bad(
+        lambda i: i.set_host("hersonissos", display_name=None), HOSTS, "hersonissos", "display_name"
+    ),
+    "display-name-int": Bad(
+        lambda i: i.set_host("hersonissos", display_name=42),
+        HOSTS,
+        "hersonissos",
+        "display_name",
+        "42",
+    ),
+    "display-name-list": Bad(
+        lambda i: i.set_host("hersonissos", display_name=["Δήμος"]),
+        HOSTS,
+        "hersonissos",
+        "display_name",
+    ),
     "display-name-int-in-host-vars": Bad(
         lambda i: i.set_host_var_file("hersonissos", display_name=7),
-        HERSO_VARS, "hersonissos", "display_name"),
-    "domain-space": Bad(lambda i: i.set_host("hersonissos", domain="not a domain"),
-                        HOSTS, "hersonissos", "domain", "not a valid domain name"),
-    "domain-underscore": Bad(lambda i: i.set_host("hersonissos", domain="her_sonissos.gr"),
-                             HOSTS, "hersonissos", "domain", "not a valid domain name"),
-    "domain-single-label": Bad(lambda i: i.set_host("hersonissos", domain="hersonissos"),
-                               HOSTS, "hersonissos", "domain", "not a valid domain name"),
-    "domain-leading-dash": Bad(lambda i: i.set_host("hersonissos", domain="-x.crete.gr"),
-                               HOSTS, "hersonissos", "domain", "not a valid domain name"),
-    "domain-not-a-string": Bad(lambda i: i.set_host("hersonissos", domain=12),
-                               HOSTS, "hersonissos", "domain", "not a valid domain name"),
-    "mac-not-hex": Bad(lambda i: i.set_host("hersonissos", mac="52:54:00:zz:00:01"),
-                       HOSTS, "hersonissos", "mac", "not a unicast MAC"),
-    "mac-short": Bad(lambda i: i.set_host("hersonissos", mac="52:54:00:00:01"),
-                     HOSTS, "hersonissos", "mac", "not a unicast MAC"),
-    "mac-cisco-notation": Bad(lambda i: i.set_host("hersonissos", mac="5254.0000.0001"),
-                              HOSTS, "hersonissos", "mac", "not a unicast MAC"),
-    "mac-multicast": Bad(lambda i: i.set_host("hersonissos", mac="01:00:5e:00:00:01"),
-                         HOSTS, "hersonissos", "mac", "not a unicast MAC"),
-    "mac-duplicate": Bad(lambda i: (i.set_host("minoa-pediada", mac="52:54:00:12:34:56"),
-                                    i.set_host_var_file("hersonissos", mac="52:54:00:12:34:56")),
-                         HERSO_VARS, "hersonissos", "mac", "also used by minoa-pediada"),
-    "vcpus-zero": Bad(lambda i: i.set_profile("small", vcpus=0),
-                      FLEET, "all", "vm_profiles.small.vcpus", "positive integer"),
-    "memory-negative": Bad(lambda i: i.set_profile("small", memory_mib=-1),
-                           FLEET, "all", "vm_profiles.small.memory_mib", "positive integer"),
-    "disk-not-a-number": Bad(lambda i: i.set_profile("small", disk_gib="x"),
-                             FLEET, "all", "vm_profiles.small.disk_gib", "positive integer"),
-    "vcpus-boolean": Bad(lambda i: i.set_profile("medium", vcpus=True),
-                         FLEET, "all", "vm_profiles.medium.vcpus", "positive integer"),
-    "memory-float": Bad(lambda i: i.set_profile("large", memory_mib=1.5),
-                        FLEET, "all", "vm_profiles.large.memory_mib", "positive integer"),
-    "cidr-prefix-33": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/33"}),
-                          FLEET, "all", "fleet_network.cidr", "not a valid IPv4 network"),
-    "cidr-host-bits-set": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.1/24"}),
-                              FLEET, "all", "fleet_network.cidr", "not a valid IPv4 network"),
-    "cidr-garbage": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "crete"}),
-                        FLEET, "all", "fleet_network.cidr", "not a valid IPv4 network"),
-    "cidr-too-small": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/30"}),
-                          FLEET, "all", "fleet_network.cidr", "fewer than 8"),
-    "gateway-outside": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24",
-                                                                "gateway": "10.42.1.1"}),
-                           FLEET, "all", "fleet_network.gateway", "not a host address"),
+        HERSO_VARS,
+        "hersonissos",
+        "display_name",
+    ),
+    "domain-space": Bad(
+        lambda i: i.set_host("hersonissos", domain="not a domain"),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "not a valid domain name",
+    ),
+    "domain-underscore": Bad(
+        lambda i: i.set_host("hersonissos", domain="her_sonissos.gr"),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "not a valid domain name",
+    ),
+    "domain-single-label": Bad(
+        lambda i: i.set_host("hersonissos", domain="hersonissos"),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "not a valid domain name",
+    ),
+    "domain-leading-dash": Bad(
+        lambda i: i.set_host("hersonissos", domain="-x.crete.gr"),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "not a valid domain name",
+    ),
+    "domain-not-a-string": Bad(
+        lambda i: i.set_host("hersonissos", domain=12),
+        HOSTS,
+        "hersonissos",
+        "domain",
+        "not a valid domain name",
+    ),
+    "mac-not-hex": Bad(
+        lambda i: i.set_host("hersonissos", mac="52:54:00:zz:00:01"),
+        HOSTS,
+        "hersonissos",
+        "mac",
+        "not a unicast MAC",
+    ),
+    "mac-short": Bad(
+        lambda i: i.set_host("hersonissos", mac="52:54:00:00:01"),
+        HOSTS,
+        "hersonissos",
+        "mac",
+        "not a unicast MAC",
+    ),
+    "mac-cisco-notation": Bad(
+        lambda i: i.set_host("hersonissos", mac="5254.0000.0001"),
+        HOSTS,
+        "hersonissos",
+        "mac",
+        "not a unicast MAC",
+    ),
+    "mac-multicast": Bad(
+        lambda i: i.set_host("hersonissos", mac="01:00:5e:00:00:01"),
+        HOSTS,
+        "hersonissos",
+        "mac",
+        "not a unicast MAC",
+    ),
+    "mac-duplicate": Bad(
+        lambda i: (
+            i.set_host("minoa-pediada", mac="52:54:00:12:34:56"),
+            i.set_host_var_file("hersonissos", mac="52:54:00:12:34:56"),
+        ),
+        HERSO_VARS,
+        "hersonissos",
+        "mac",
+        "also used by minoa-pediada",
+    ),
+    "vcpus-zero": Bad(
+        lambda i: i.set_profile("small", vcpus=0),
+        FLEET,
+        "all",
+        "vm_profiles.small.vcpus",
+        "positive integer",
+    ),
+    "memory-negative": Bad(
+        lambda i: i.set_profile("small", memory_mib=-1),
+        FLEET,
+        "all",
+        "vm_profiles.small.memory_mib",
+        "positive integer",
+    ),
+    "disk-not-a-number": Bad(
+        lambda i: i.set_profile("small", disk_gib="x"),
+        FLEET,
+        "all",
+        "vm_profiles.small.disk_gib",
+        "positive integer",
+    ),
+    "vcpus-boolean": Bad(
+        lambda i: i.set_profile("medium", vcpus=True),
+        FLEET,
+        "all",
+        "vm_profiles.medium.vcpus",
+        "positive integer",
+    ),
+    "memory-float": Bad(
+        lambda i: i.set_profile("large", memory_mib=1.5),
+        FLEET,
+        "all",
+        "vm_profiles.large.memory_mib",
+        "positive integer",
+    ),
+    "cidr-prefix-33": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/33"}),
+        FLEET,
+        "all",
+        "fleet_network.cidr",
+        "not a valid IPv4 network",
+    ),
+    "cidr-host-bits-set": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.1/24"}),
+        FLEET,
+        "all",
+        "fleet_network.cidr",
+        "not a valid IPv4 network",
+    ),
+    "cidr-garbage": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "crete"}),
+        FLEET,
+        "all",
+        "fleet_network.cidr",
+        "not a valid IPv4 network",
+    ),
+    "cidr-too-small": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/30"}),
+        FLEET,
+        "all",
+        "fleet_network.cidr",
+        "fewer than 8",
+    ),
+    "gateway-outside": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24", "gateway": "10.42.1.1"}),
+        FLEET,
+        "all",
+        "fleet_network.gateway",
+        "not a host address",
+    ),
     "gateway-network-address": Bad(
         lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24", "gateway": "10.42.0.0"}),
-        FLEET, "all", "fleet_network.gateway", "not a host address"),
+        FLEET,
+        "all",
+        "fleet_network.gateway",
+        "not a host address",
+    ),
     "gateway-broadcast": Bad(
         lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24", "gateway": "10.42.0.255"}),
-        FLEET, "all", "fleet_network.gateway", "not a host address"),
-    "gateway-garbage": Bad(lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24",
-                                                                "gateway": "router"}),
-                           FLEET, "all", "fleet_network.gateway"),
-    "fleet-network-not-a-mapping": Bad(lambda i: i.set_fleet(fleet_network="10.42.0.0/24"),
-                                       FLEET, "all", "fleet_network", "must be a mapping"),
+        FLEET,
+        "all",
+        "fleet_network.gateway",
+        "not a host address",
+    ),
+    "gateway-garbage": Bad(
+        lambda i: i.set_fleet(fleet_network={"cidr": "10.42.0.0/24", "gateway": "router"}),
+        FLEET,
+        "all",
+        "fleet_network.gateway",
+    ),
+    "unknown-language": Bad(
+        lambda i: i.set_host("hersonissos", language="fr"),
+        HOSTS,
+        "hersonissos",
+        "language",
+        "must be one of",
+    ),
+    "bad-colour": Bad(
+        lambda i: i.set_host("hersonissos", branding={"colour": "blue"}),
+        HOSTS,
+        "hersonissos",
+        "branding.colour",
+        "must be a colour",
+    ),
+    "bad-colour-short-hex": Bad(
+        lambda i: i.set_host("hersonissos", branding={"colour": "#fff"}),
+        HOSTS,
+        "hersonissos",
+        "branding.colour",
+    ),
+    "branding-not-a-mapping": Bad(
+        lambda i: i.set_host("hersonissos", branding="#112233"),
+        HOSTS,
+        "hersonissos",
+        "branding",
+        "must be a mapping",
+    ),
+    "bad-logo": Bad(
+        lambda i: i.set_host("hersonissos", branding={"logo": "javascript:x"}),
+        HOSTS,
+        "hersonissos",
+        "branding.logo",
+    ),
+    "missing-csv": Bad(
+        lambda i: i.set_host("hersonissos", datasets=["council_decisions", "parking_fines"]),
+        HOSTS,
+        "hersonissos",
+        "datasets",
+        "missing CSV",
+    ),
+    "datasets-not-a-list": Bad(
+        lambda i: i.set_host("hersonissos", datasets="budget_lines"),
+        HOSTS,
+        "hersonissos",
+        "datasets",
+        "must be a list",
+    ),
+    "fleet-network-not-a-mapping": Bad(
+        lambda i: i.set_fleet(fleet_network="10.42.0.0/24"),
+        FLEET,
+        "all",
+        "fleet_network",
+        "must be a mapping",
+    ),
 }
 
 BAD_URIS = {
@@ -265,23 +543,41 @@ BAD_URIS = {
     "uri-no-scheme": "hv01/system",
 }
 for _id, _uri in BAD_URIS.items():
-    BAD_CASES[_id] = Bad(lambda i, u=_uri: i.set_hypervisor(libvirt_uri=u),
-                         HOSTS, "hv01", "libvirt_uri", "not a libvirt URI")
+    BAD_CASES[_id] = Bad(
+        lambda i, u=_uri: i.set_hypervisor(libvirt_uri=u),
+        HOSTS,
+        "hv01",
+        "libvirt_uri",
+        "not a libvirt URI",
+    )
 BAD_CASES["uri-in-group-vars"] = Bad(
-    lambda i: (i.edit(i.hosts, lambda d: d["all"]["children"]["hypervisors"]["hosts"]["hv01"]
-                      .pop("libvirt_uri")),
-               i.edit(i.hv_vars, lambda d: d.update(libvirt_uri="qemu+ssh://hv01/sys"))),
-    "group_vars/hypervisors.yml", "hv01", "libvirt_uri", "not a libvirt URI")
+    lambda i: (
+        i.edit(
+            i.hosts,
+            lambda d: d["all"]["children"]["hypervisors"]["hosts"]["hv01"].pop("libvirt_uri"),
+        ),
+        i.edit(i.hv_vars, lambda d: d.update(libvirt_uri="qemu+ssh://hv01/sys")),
+    ),
+    "group_vars/hypervisors.yml",
+    "hv01",
+    "libvirt_uri",
+    "not a libvirt URI",
+)
+
 
 def _assert_one_problem(err: InventoryError, root: Path, case: Bad) -> Problem:
     assert err.exit_code == 2
     expected_file = str(root / case.file)
-    matching = [p for p in err.problems
-                if p.file == expected_file and p.entry == case.entry and p.field == case.field]
+    matching = [
+        p
+        for p in err.problems
+        if p.file == expected_file and p.entry == case.entry and p.field == case.field
+    ]
     assert matching, f"no problem for {case.file}: {case.entry}: {case.field} in {err.problems}"
     others = [(p.file, p.entry, p.field) for p in err.problems if p is not matching[0]]
     assert sorted(others) == [(expected_file, case.entry, f) for f in case.also], (
-        f"one mutation, one problem expected: {err.problems}")
+        f"one mutation, one problem expected: {err.problems}"
+    )
     problem = matching[0]
     assert case.text in problem.message
     # the rendered message a sysadmin reads carries file, entry and field too
@@ -290,8 +586,7 @@ def _assert_one_problem(err: InventoryError, root: Path, case: Bad) -> Problem:
 
 
 @pytest.mark.parametrize("case_id", list(BAD_CASES))
-def test_bad_input_is_reported_with_file_entry_and_field(inv: InventoryCopy,
-                                                        case_id: str) -> None:
+def test_bad_input_is_reported_with_file_entry_and_field(inv: InventoryCopy, case_id: str) -> None:
     case = BAD_CASES[case_id]
     case.mutate(inv)
     with pytest.raises(InventoryError) as err:
@@ -301,8 +596,11 @@ def test_bad_input_is_reported_with_file_entry_and_field(inv: InventoryCopy,
 
 @pytest.mark.parametrize("which", ["hosts", "group_vars", "host_vars"])
 def test_yaml_syntax_error_names_file_and_line(inv: InventoryCopy, which: str) -> None:
-    target = {"hosts": inv.hosts, "group_vars": inv.fleet_vars,
-              "host_vars": inv.host_vars_file("hersonissos")}[which]
+    target = {
+        "hosts": inv.hosts,
+        "group_vars": inv.fleet_vars,
+        "host_vars": inv.host_vars_file("hersonissos"),
+    }[which]
     good = target.read_text() if target.exists() else "profile: small\nmodules: []\nx: 1\n"
     lines = good.splitlines()
     lines.insert(2, "broken: [unclosed, list")
@@ -342,8 +640,10 @@ def test_several_problems_are_all_reported(inv: InventoryCopy) -> None:
     inv.set_hypervisor(libvirt_uri="xen:///system")
     with pytest.raises(InventoryError) as err:
         inv.load()
-    got = {(Path(p.file).relative_to(inv.root).as_posix(), p.entry, p.field)
-           for p in err.value.problems}
+    got = {
+        (Path(p.file).relative_to(inv.root).as_posix(), p.entry, p.field)
+        for p in err.value.problems
+    }
     assert got == {
         (HOSTS, "archanes-asterousia", "display_name"),
         (HOSTS, "minoa-pediada", "ip"),
@@ -393,12 +693,17 @@ def test_shipped_sizes_fit_the_test_driver(inv: InventoryCopy) -> None:
 
 
 @pytest.mark.parametrize("where", ["hosts", "host_vars"])
-@pytest.mark.parametrize("size,text", [
-    ({"vcpus": 17, "memory_mib": 2048}, "large wants 17 vCPUs, hypervisor hv01 has 16"),
-    ({"vcpus": 2, "memory_mib": 3073}, "large wants 3073 MiB, hypervisor hv01 has 3072 MiB"),
-], ids=["vcpus", "memory"])
-def test_sizes_beyond_the_hypervisor(inv: InventoryCopy, where: str, size: dict[str, int],
-                                     text: str) -> None:
+@pytest.mark.parametrize(
+    "size,text",
+    [
+        ({"vcpus": 17, "memory_mib": 2048}, "large wants 17 vCPUs, hypervisor hv01 has 16"),
+        ({"vcpus": 2, "memory_mib": 3073}, "large wants 3073 MiB, hypervisor hv01 has 3072 MiB"),
+    ],
+    ids=["vcpus", "memory"],
+)
+def test_sizes_beyond_the_hypervisor(
+    inv: InventoryCopy, where: str, size: dict[str, int], text: str
+) -> None:
     capacity = _test_driver_capacity(inv.use_test_driver())
     inv.set_profile("large", **size)
     if where == "hosts":
@@ -409,7 +714,10 @@ def test_sizes_beyond_the_hypervisor(inv: InventoryCopy, where: str, size: dict[
         expected_file = inv.host_vars_file("hersonissos")
     [problem] = inventory.check_capacity(inv.load(), capacity)
     assert (problem.file, problem.entry, problem.field) == (
-        str(expected_file), "hersonissos", "profile")
+        str(expected_file),
+        "hersonissos",
+        "profile",
+    )
     assert text in problem.message
 
 
@@ -424,7 +732,8 @@ def test_default_profile_beyond_the_hypervisor_names_the_fleet_file(inv: Invento
     inv.set_profile("small", memory_mib=4096)
     problems = inventory.check_capacity(inv.load(), capacity)
     assert {(p.file, p.entry, p.field) for p in problems} == {
-        (str(inv.fleet_vars), s, "profile") for s in SLUGS}
+        (str(inv.fleet_vars), s, "profile") for s in SLUGS
+    }
 
 
 def test_yaml_written_by_the_fixture_is_what_ansible_reads(inv: InventoryCopy) -> None:

@@ -28,7 +28,9 @@ NS = {"kk": model.METADATA_NS}
 NEWLINE_NAME = "Δήμος Χερσονήσου\nΓραφείο Δημάρχου"
 SYSTEM_PYTHON = "/usr/bin/python3"  # cloud-init is a Debian package of the system Python
 XML_DOCS = {  # document -> virt-xml-validate schema
-    "domain.xml": "domain", "network.xml": "network", "pool.xml": "storagepool",
+    "domain.xml": "domain",
+    "network.xml": "network",
+    "pool.xml": "storagepool",
     "overlay.xml": "storagevol",
 }
 
@@ -45,25 +47,32 @@ def _render_all(inv: InventoryCopy, state_dir: Path, slug: str) -> Rendered:
     vm = fleet.get(slug)
     engine = Engine(fleet, state_dir=state_dir, image_cache=state_dir / "cache")
     docs = engine.documents(vm, fixed_host_key(), IMAGE_VERSION)
-    return Rendered(fleet, vm, {
-        "domain.xml": docs["domain"],
-        "user-data": docs["user-data"],
-        "meta-data": docs["meta-data"],
-        "network-config": docs["network-config"],
-        "network.xml": render.render("network.xml.j2", net=fleet.network, fleet=fleet,
-                                     hosts=list(fleet.municipalities)),
-        "pool.xml": render.render("pool.xml.j2", pool=fleet.pool),
-        "overlay.xml": render.render("overlay.xml.j2", name=f"{vm.vm_name}.qcow2",
-                                     capacity_gib=vm.profile.disk_gib,
-                                     backing_path=GOLDEN_VOLUME),
-        "dhcp-host.xml": render.render("dhcp-host.xml.j2", vm=vm),
-    })
+    return Rendered(
+        fleet,
+        vm,
+        {
+            "domain.xml": docs["domain"],
+            "user-data": docs["user-data"],
+            "meta-data": docs["meta-data"],
+            "network-config": docs["network-config"],
+            "network.xml": render.render(
+                "network.xml.j2", net=fleet.network, fleet=fleet, hosts=list(fleet.municipalities)
+            ),
+            "pool.xml": render.render("pool.xml.j2", pool=fleet.pool),
+            "overlay.xml": render.render(
+                "overlay.xml.j2",
+                name=f"{vm.vm_name}.qcow2",
+                capacity_gib=vm.profile.disk_gib,
+                backing_path=GOLDEN_VOLUME,
+            ),
+            "dhcp-host.xml": render.render("dhcp-host.xml.j2", vm=vm),
+        },
+    )
 
 
 def _setup(inv: InventoryCopy, case: str) -> str:
     if case == "hostile":
-        inv.add_host("hostile", display_name=HOSTILE_NAME, profile="medium",
-                     modules=["portal"])
+        inv.add_host("hostile", display_name=HOSTILE_NAME, profile="medium", modules=["portal"])
         inv.set_fleet(admin_ssh_keys=["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdmin admin@crete"])
         return "hostile"
     if case == "newline":
@@ -76,8 +85,16 @@ def rendered(request: pytest.FixtureRequest, inv: InventoryCopy, state_dir: Path
     return _render_all(inv, state_dir, _setup(inv, request.param))
 
 
-DOC_NAMES = ["domain.xml", "user-data", "meta-data", "network-config", "network.xml",
-             "pool.xml", "overlay.xml", "dhcp-host.xml"]
+DOC_NAMES = [
+    "domain.xml",
+    "user-data",
+    "meta-data",
+    "network-config",
+    "network.xml",
+    "pool.xml",
+    "overlay.xml",
+    "dhcp-host.xml",
+]
 
 
 @pytest.mark.parametrize("doc", DOC_NAMES)
@@ -104,8 +121,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("doc", list(XML_DOCS))
-def test_libvirt_xml_passes_virt_xml_validate(rendered: Rendered, tmp_path: Path,
-                                              doc: str) -> None:
+def test_libvirt_xml_passes_virt_xml_validate(rendered: Rendered, tmp_path: Path, doc: str) -> None:
     path = _write(tmp_path, doc, rendered.docs[doc])
     proc = _run(["virt-xml-validate", str(path), XML_DOCS[doc]])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -113,8 +129,11 @@ def test_libvirt_xml_passes_virt_xml_validate(rendered: Rendered, tmp_path: Path
 
 def test_dhcp_host_is_valid_inside_a_network(rendered: Rendered, tmp_path: Path) -> None:
     host = ET.fromstring(rendered.docs["dhcp-host.xml"])
-    assert host.attrib == {"mac": rendered.vm.mac, "name": rendered.vm.slug,
-                           "ip": str(rendered.vm.ip)}
+    assert host.attrib == {
+        "mac": rendered.vm.mac,
+        "name": rendered.vm.slug,
+        "ip": str(rendered.vm.ip),
+    }
     network = ET.fromstring(rendered.docs["network.xml"])
     dhcp = network.find("./ip/dhcp")
     assert dhcp is not None
@@ -163,8 +182,9 @@ def test_network_config_parses_with_cloud_init(rendered: Rendered, tmp_path: Pat
     help_text = _run(["cloud-init", "schema", "--help"]).stdout
     path = _write(tmp_path, "network-config", rendered.docs["network-config"])
     if "--schema-type" in help_text:
-        proc = _run(["cloud-init", "schema", "--schema-type", "network-config",
-                     "--config-file", str(path)])
+        proc = _run(
+            ["cloud-init", "schema", "--schema-type", "network-config", "--config-file", str(path)]
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Path(SYSTEM_PYTHON).exists() and shutil.which("cloud-init")
     proc = _run([SYSTEM_PYTHON, "-c", _PARSE_NETWORK, str(path)])
@@ -175,9 +195,13 @@ def test_network_config_parses_with_cloud_init(rendered: Rendered, tmp_path: Pat
     net = rendered.fleet.network
     assert iface["mac_address"] == rendered.vm.mac
     assert (subnet["type"], subnet["address"], subnet["prefix"]) == (
-        "static", str(rendered.vm.ip), net.cidr.prefixlen)
+        "static",
+        str(rendered.vm.ip),
+        net.cidr.prefixlen,
+    )
     assert [(r["network"], r["prefix"], r["gateway"]) for r in subnet["routes"]] == [
-        ("0.0.0.0", 0, str(net.gateway))]
+        ("0.0.0.0", 0, str(net.gateway))
+    ]
     assert state["dns"] == list(net.dns)
 
 
@@ -192,8 +216,10 @@ def test_user_data_values_and_keys_round_trip(rendered: Rendered) -> None:
     host = fixed_host_key()
     assert data["hostname"] == vm.slug
     assert data["fqdn"] == vm.domain
-    assert data["ssh_keys"] == {"ed25519_private": host.private_openssh,
-                                "ed25519_public": host.public_openssh}
+    assert data["ssh_keys"] == {
+        "ed25519_private": host.private_openssh,
+        "ed25519_public": host.public_openssh,
+    }
     [user] = data["users"]
     assert user["name"] == fleet.admin_user
     assert user["ssh_authorized_keys"] == [fixed_client_public_key(), *fleet.admin_ssh_keys]
@@ -254,15 +280,17 @@ def newline_docs(inv: InventoryCopy, state_dir: Path) -> Rendered:
 
 
 def test_newline_display_name_round_trips_in_metadata_and_user_data(
-        newline_docs: Rendered, tmp_path: Path) -> None:
+    newline_docs: Rendered, tmp_path: Path
+) -> None:
     _, meta = _domain_metadata(newline_docs.docs["domain.xml"])
     assert meta.findtext("kk:display-name", namespaces=NS) == NEWLINE_NAME
     assert yaml.safe_load(newline_docs.docs["user-data"])["hostname"] == "hersonissos"
     assert _cloud_init_schema(tmp_path, newline_docs.docs["user-data"]).returncode == 0
 
 
-def test_newline_display_name_gives_a_valid_domain_xml(newline_docs: Rendered,
-                                                       tmp_path: Path) -> None:
+def test_newline_display_name_gives_a_valid_domain_xml(
+    newline_docs: Rendered, tmp_path: Path
+) -> None:
     path = _write(tmp_path, "domain.xml", newline_docs.docs["domain.xml"])
     proc = _run(["virt-xml-validate", str(path), "domain"])
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -29,3 +29,13 @@ python3 -m compileall -q "$(python3 -c 'import sysconfig; print(sysconfig.get_pa
 
 # Rebuild the initramfs with MODULES=list and the module blacklist.
 update-initramfs -u >/dev/null
+
+# The stack's Python applications (see wheels.txt), built offline from the baked wheelhouse.
+if [ -d /opt/kallikratis/wheels ]; then
+    for app in "datasette datasette sqlite-utils" "kolibri kolibri"; do
+        set -- $app
+        venv=/opt/kallikratis/venvs/$1; shift
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --no-index --find-links /opt/kallikratis/wheels "$@"
+    done
+fi

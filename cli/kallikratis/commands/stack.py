@@ -14,8 +14,9 @@ from kallikratis.pki import FleetCA
 from kallikratis.secrets import ensure_secrets
 
 
-def run_deploy(ctx: Context, selection: tuple[model.Municipality, ...], check: bool,
-               as_json: bool) -> ansible.PlaybookRun:
+def run_deploy(
+    ctx: Context, selection: tuple[model.Municipality, ...], check: bool, as_json: bool
+) -> ansible.PlaybookRun:
     engine = ctx.engine
     engine.keys.ensure_client_key()
     ca = FleetCA(engine.state_dir, ctx.fleet)
@@ -23,20 +24,39 @@ def run_deploy(ctx: Context, selection: tuple[model.Municipality, ...], check: b
         ensure_secrets(ctx.fleet, m, engine.keys)
         ca.ensure_cert(m)
     with PhaseBoard([m.slug for m in selection], "deploy" + (" --check" if check else "")) as b:
-        run = ansible.run_playbook("site.yml", ctx.fleet.inventory,
-                                   limit=[m.slug for m in selection],
-                                   state_dir=engine.state_dir, check=check, progress=b)
+        run = ansible.run_playbook(
+            "site.yml",
+            ctx.fleet.inventory,
+            limit=[m.slug for m in selection],
+            state_dir=engine.state_dir,
+            check=check,
+            progress=b,
+        )
     if as_json:
-        emit_json({"playbook": run.playbook, "seconds": run.seconds, "strategy": run.strategy,
-                   "artifacts": str(run.artifacts), "check": check, "hosts": run.hosts})
+        emit_json(
+            {
+                "playbook": run.playbook,
+                "seconds": run.seconds,
+                "strategy": run.strategy,
+                "artifacts": str(run.artifacts),
+                "check": check,
+                "hosts": run.hosts,
+            }
+        )
     else:
         table = Table(title=f"deploy ({run.strategy}, {run.seconds:.0f} s)", title_justify="left")
         for col in ("municipality", "result", "ok", "changed", "failed", "unreachable"):
             table.add_column(col)
         for slug, h in run.hosts.items():
             color = "green" if h.result == "ok" else "red"
-            table.add_row(esc(slug), f"[{color}]{h.result}[/]", str(h.ok), str(h.changed),
-                          str(h.failed), str(h.unreachable))
+            table.add_row(
+                esc(slug),
+                f"[{color}]{h.result}[/]",
+                str(h.ok),
+                str(h.changed),
+                str(h.failed),
+                str(h.unreachable),
+            )
         console.print(table)
         for slug, h in run.hosts.items():
             for task, msg in h.failures:
@@ -71,12 +91,17 @@ def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json:
         table = Table(title=f"verify ({took:.0f} s)", title_justify="left")
         for col in ("municipality", "passed", "failed", "failing checks"):
             table.add_column(col)
-        for slug in [m.slug for m in selection] + (["*"] if any(c.slug == "*" for c in checks)
-                                                   else []):
+        for slug in [m.slug for m in selection] + (
+            ["*"] if any(c.slug == "*" for c in checks) else []
+        ):
             mine = [c for c in checks if c.slug == slug]
             bad = [c for c in mine if not c.passed]
-            table.add_row(esc(slug), str(len(mine) - len(bad)), str(len(bad)),
-                          esc("\n".join(f"{c.name}: {c.message[:160]}" for c in bad)))
+            table.add_row(
+                esc(slug),
+                str(len(mine) - len(bad)),
+                str(len(bad)),
+                esc("\n".join(f"{c.name}: {c.message[:160]}" for c in bad)),
+            )
         console.print(table)
     return bool(checks) and all(c.passed for c in checks)
 
