@@ -13,8 +13,15 @@ _ISOLATED_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
-    """No test reads the caller's KALLIKRATIS_* settings or writes to /var/lib/kallikratis."""
+def _isolated_environment(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory
+) -> None:
+    """No unit test reads the caller's KALLIKRATIS_* settings or writes to /var/lib/kallikratis.
+
+    End-to-end tests set up their own fleet, state directory and environment (tests/e2e).
+    """
+    if request.node.get_closest_marker("e2e"):
+        return
     for name in _ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("kk-state")

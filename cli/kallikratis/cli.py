@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
+from kallikratis.commands import audit, lifecycle, stack
 from kallikratis.commands import images as images_cmd
-from kallikratis.commands import lifecycle, stack
 from kallikratis.commands.common import Context, console_err
 from kallikratis.errors import KallikratisError
 
@@ -22,9 +22,11 @@ Typical session:
   kallikratis -i inventories/crete up --all
   kallikratis -i inventories/crete status
   kallikratis -i inventories/crete ssh hersonissos -- uptime
+  kallikratis history hersonissos
 Onboarding a municipality = one new entry under municipalities in hosts.yml, then `up NAME`.
 Exit codes: 0 ok, 1 failed or declined, 2 bad input, 3 hypervisor error,
-4 image error, 5 some municipalities failed.
+4 image error, 5 some municipalities failed,
+6 another run holds some of the municipalities (nothing was changed).
 """
 
 
@@ -57,7 +59,7 @@ def main_group(ctx: click.Context, inventory: Path | None, verbose: int) -> None
     ctx.obj = Context(inventory)
 
 
-for command in (*lifecycle.COMMANDS, *stack.COMMANDS, images_cmd.image):
+for command in (*lifecycle.COMMANDS, *stack.COMMANDS, images_cmd.image, *audit.COMMANDS):
     main_group.add_command(command)
 
 

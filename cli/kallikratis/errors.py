@@ -71,6 +71,12 @@ class ProvisionError(KallikratisError):
     exit_code = 5
 
 
+class LockedError(KallikratisError):
+    """Another run holds some of the municipalities this run would touch; nothing was changed."""
+
+    exit_code = 6
+
+
 class Aborted(KallikratisError):
     """The user declined a confirmation."""
 

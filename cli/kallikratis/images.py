@@ -1,22 +1,27 @@
 """Golden images: load recipes from ``vm_images/<name>/`` and build them into cached qcow2 files.
 
-A recipe directory holds ``recipe.yml`` (suite, mirror, packages, disk size), an optional ``files/``
-tree copied over the root filesystem and an optional ``customize.sh`` run inside the image. The image
+A recipe directory holds ``recipe.yml`` (suite, mirror, packages, disk size), an optional
+``files/`` tree copied over the root filesystem, an optional ``wheels.txt`` (wheels fetched on the
+host into /opt/kallikratis/wheels) and an optional ``customize.sh`` run inside the image. The image
 version is a hash of every file in the directory plus ``BUILDER_REVISION``, so an unchanged recipe
 is never rebuilt. Building needs root, mmdebstrap, sfdisk, losetup/partx, mkfs.ext4 and qemu-img.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,7 +34,7 @@ from kallikratis.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-BUILDER_REVISION = "1"
+BUILDER_REVISION = "3"
 RECIPE_FILE = "recipe.yml"
 DEFAULT_CACHE_DIR = Path("/var/lib/kallikratis/images")
 
@@ -38,6 +43,7 @@ _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _SUITE_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _IMAGE_RE = re.compile(r"^(?P<name>.+)-(?P<version>[0-9a-f]{12})\.qcow2$")
 _BUILD_TIMEOUT = 1800
+_CLONE_NEWNS = 0x00020000
 
 Progress = Callable[[str], None]
 
@@ -239,17 +245,87 @@ def build(
     for tool in ("mmdebstrap", "sfdisk", "losetup", "partx", "mkfs.ext4", "qemu-img", "fstrim"):
         if shutil.which(tool) is None:
             raise ImageError(f"building an image needs {tool!r}, which is not installed")
+    with _build_lock(cache_dir):
+        _remove_stale_builds(cache_dir, say)
+        try:
+            workdir = Path(tempfile.mkdtemp(prefix=f".build-{recipe.name}-", dir=cache_dir))
+        except OSError as exc:
+            raise ImageError(f"{cache_dir}: cannot create build directory: {exc}") from exc
+        try:
+            raw = workdir / "disk.raw"
+            _in_private_mount_namespace(lambda: _build_raw(recipe, workdir, raw, say))
+            return _publish(recipe, workdir, raw, cache_dir, say)
+        finally:
+            _remove_build_dir(workdir)
+
+
+@contextmanager
+def _build_lock(cache_dir: Path) -> Iterator[None]:
+    """One build per cache directory at a time (flock, released when the process dies)."""
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f".build-{recipe.name}-", dir=cache_dir))
+        fh = (cache_dir / ".build.lock").open("w")
     except OSError as exc:
-        raise ImageError(f"{cache_dir}: cannot create build directory: {exc}") from exc
-    try:
-        raw = workdir / "disk.raw"
-        _build_raw(recipe, workdir, raw, say)
-        return _publish(recipe, workdir, raw, cache_dir, say)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        raise ImageError(f"{cache_dir}: cannot use image cache: {exc}") from exc
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise ImageError(f"{cache_dir}: another image build is running") from exc
+        yield
+
+
+def _remove_stale_builds(cache_dir: Path, say: Progress) -> None:
+    """Leftovers of a killed build (we hold the lock, so nobody else is using them)."""
+    for stale in cache_dir.glob(".build-*"):
+        say(f"removing leftovers of an interrupted build: {stale.name}")
+        _remove_build_dir(stale)
+
+
+def _remove_build_dir(workdir: Path) -> None:
+    _unmount_below(workdir)
+    raw = workdir / "disk.raw"
+    if raw.exists():
+        try:
+            found = subprocess.run(["losetup", "-j", str(raw)], capture_output=True, text=True)
+        except OSError:
+            found = subprocess.CompletedProcess([], 0, stdout="")
+        for line in found.stdout.splitlines():
+            disk = line.split(":", 1)[0]
+            subprocess.run(["partx", "--delete", disk], capture_output=True, check=False)
+            subprocess.run(["losetup", "--detach", disk], capture_output=True, check=False)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _in_private_mount_namespace(step: Callable[[], None]) -> None:
+    """Run step in a forked child with its own mount namespace.
+
+    Mounts made there are invisible to the host, so a mount namespace created meanwhile (libvirt
+    starts every QEMU in one) cannot copy them and keep the image's filesystem alive and dirty
+    after we unmount it; and they vanish with the child if the build is killed.
+    """
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report an error through the pipe, never return into the caller
+        os.close(read_fd)
+        code = 0
+        try:
+            if ctypes.CDLL(None, use_errno=True).unshare(_CLONE_NEWNS) != 0:
+                raise ImageError(f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
+            _run(["mount", "--make-rprivate", "/"], "making mounts private")
+            step()
+        except BaseException as exc:
+            text = exc.message if isinstance(exc, ImageError) else f"{type(exc).__name__}: {exc}"
+            os.write(write_fd, text.encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as fh:
+        message = fh.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        raise ImageError(message or f"image build process failed (wait status {status})")
 
 
 def _reporter(progress: Progress | None) -> Progress:
@@ -261,7 +337,7 @@ def _reporter(progress: Progress | None) -> Progress:
     return say
 
 
-def _run(cmd: list[str], what: str, *, stdin: str | None = None) -> str:
+def _run(cmd: list[str], what: str, *, stdin: str | None = None, ok: tuple[int, ...] = (0,)) -> str:
     log.debug("running %s", " ".join(cmd))
     try:
         done = subprocess.run(
@@ -269,7 +345,7 @@ def _run(cmd: list[str], what: str, *, stdin: str | None = None) -> str:
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ImageError(f"{what} failed: {exc}") from exc
-    if done.returncode != 0:
+    if done.returncode not in ok:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
         raise ImageError(f"{what} failed (exit {done.returncode}):\n{tail}")
     return done.stdout
@@ -301,6 +377,9 @@ def _build_raw(recipe: Recipe, workdir: Path, raw: Path, say: Progress) -> None:
             _install_grub(mnt, disk, root_uuid)
             _clean(mnt)
         _run(["fstrim", str(mnt)], "fstrim")
+        _unmount_clean(mnt)
+        # GRUB reads the disk without replaying the journal: it must be clean and checked.
+        _run(["e2fsck", "-f", "-y", "-E", "discard", part], "e2fsck", ok=(0, 1))
 
 
 def _bootstrap(recipe: Recipe, target: Path) -> None:
@@ -445,18 +524,46 @@ def _mounted(device: str, target: Path) -> Iterator[None]:
     try:
         yield
     finally:
+        _kill_chroot_processes(target)
         _unmount_below(target)
 
 
-def _unmount_below(target: Path) -> None:
-    """Unmount target and everything under it, deepest first (also leftovers of a killed step)."""
+def _kill_chroot_processes(mnt: Path) -> None:
+    """Processes a build step left running inside the image (they keep its mounts busy)."""
+    root = str(mnt.resolve())
+    for proc in Path("/proc").iterdir():
+        try:
+            where = os.readlink(proc / "root") if proc.name.isdigit() else ""
+            if where == root or where.startswith(root + "/"):
+                log.warning("killing %s left running in the image", (proc / "comm").read_text())
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+
+
+def _unmount_clean(mnt: Path) -> None:
+    """Unmount the image for real (no lazy unmount): a dirty journal makes GRUB fail."""
+    for attempt in range(10):
+        _kill_chroot_processes(mnt)
+        _unmount_below(mnt, lazy=False)
+        if not _mounts_below(mnt):
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise ImageError(f"{mnt}: cannot unmount the image: {', '.join(_mounts_below(mnt))} busy")
+
+
+def _mounts_below(target: Path) -> list[str]:
     prefix = str(target.resolve())
     with open("/proc/self/mounts", encoding="utf-8") as fh:
         points = [line.split()[1] for line in fh]
-    for point in sorted(
-        {p for p in points if p == prefix or p.startswith(prefix + "/")}, reverse=True
-    ):
-        if subprocess.run(["umount", point], capture_output=True, check=False).returncode != 0:
+    return sorted({p for p in points if p == prefix or p.startswith(prefix + "/")}, reverse=True)
+
+
+def _unmount_below(target: Path, *, lazy: bool = True) -> None:
+    """Unmount target and everything under it, deepest first (also leftovers of a killed step)."""
+    for point in _mounts_below(target):
+        failed = subprocess.run(["umount", point], capture_output=True, check=False).returncode
+        if failed and lazy:
             subprocess.run(["umount", "--lazy", point], capture_output=True, check=False)
 
 
@@ -476,6 +583,7 @@ def _chroot_mounts(mnt: Path, disk: str, part: str, root_uuid: str) -> Iterator[
         (dev / "disk/by-uuid" / root_uuid).symlink_to(f"../../{Path(part).name}")
         yield
     finally:
+        _kill_chroot_processes(mnt)
         for sub in ("dev", "sys", "proc"):
             _unmount_below(mnt / sub)
 

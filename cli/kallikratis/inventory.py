@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import model
+from kallikratis import model, schedule
 from kallikratis.errors import InventoryError, Problem
 from kallikratis.varsfiles import RawInventory, Vars, load_raw
 
@@ -246,6 +246,10 @@ def _municipalities(
             )
         modules = _modules_of(chk, hv, slug, gvars)
         language, colour, logo = _presentation_of(chk, hv, slug)
+        patch_window = hv.get("patch_window", "")
+        if problem := schedule.window_error(patch_window):
+            chk.add(hv, slug, "patch_window", problem)
+            patch_window = ""
         out.append(
             model.Municipality(
                 slug=slug,
@@ -261,6 +265,7 @@ def _municipalities(
                 branding_colour=colour,
                 branding_logo=logo,
                 datasets=_datasets_of(chk, raw, hv, slug, modules),
+                patch_window=str(patch_window or ""),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )

@@ -71,6 +71,8 @@ class Municipality:
     branding_colour: str = "#1f4e79"
     branding_logo: str = ""
     datasets: tuple[str, ...] = ()
+    #: maintenance window for scheduled patch runs, e.g. "Sun 02:00-05:00"; "" = any time
+    patch_window: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

@@ -28,6 +28,8 @@ COMMANDS = [
     "deploy",
     "verify",
     "onboard",
+    "history",
+    "schedule",
 ]
 
 

@@ -236,12 +236,56 @@ def test_malformed_sidecar_and_header(tmp_path: Path) -> None:
         images.qcow2_virtual_size(path)
 
 
-def test_build_needs_root_when_not_cached(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_build_needs_root_when_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_recipe(tmp_path / "images")
     recipe = images.load_recipe(tmp_path / "images", "demo")
     monkeypatch.setattr(images.os, "geteuid", lambda: 1000)
     with pytest.raises(ImageError, match="needs root"):
         images.build(recipe, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.fixture
+def as_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend to be root with every build tool present; the real build steps are replaced."""
+    monkeypatch.setattr(images.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(images.shutil, "which", lambda tool: f"/usr/bin/{tool}")
+
+
+@pytest.mark.usefixtures("as_root")
+def test_failed_build_leaves_nothing_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_recipe(tmp_path / "images")
+    recipe = images.load_recipe(tmp_path / "images", "demo")
+    cache = tmp_path / "cache"
+    stale = cache / ".build-demo-killed"
+    stale.mkdir(parents=True)
+    (stale / "disk.raw").write_bytes(b"half a disk")
+
+    def failing_build(recipe: Recipe, workdir: Path, raw: Path, say: object) -> None:
+        raw.write_bytes(b"partial")
+        raise ImageError("mmdebstrap failed (exit 1)")
+
+    monkeypatch.setattr(images, "_build_raw", failing_build)
+    messages: list[str] = []
+    with pytest.raises(ImageError, match="mmdebstrap failed"):
+        images.build(recipe, cache, progress=messages.append)
+    assert not stale.exists()
+    assert any("interrupted build" in m for m in messages)
+    assert sorted(p.name for p in cache.iterdir()) == [".build.lock"]
+    assert images.cached_image(recipe, cache) is None
+
+
+@pytest.mark.usefixtures("as_root")
+def test_concurrent_build_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    write_recipe(tmp_path / "images")
+    recipe = images.load_recipe(tmp_path / "images", "demo")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with (cache / ".build.lock").open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(ImageError, match="another image build is running"):
+            images.build(recipe, cache, force=True)

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from kallikratis import inventory
+from kallikratis.commands.audit import audited, record_results
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import InventoryError, KallikratisError, ProvisionError, UsageError
@@ -151,11 +152,13 @@ def up(
         cctx.invoke(plan, names=tuple(m.slug for m in selection), as_json=as_json)
         return
     _check_capacity(ctx)
-    with PhaseBoard([m.slug for m in selection], "up") as board:
-        results = ctx.engine.up(
-            selection, board, restart=restart, wait=not no_wait, parallel=parallel
-        )
-    _report(results, as_json, "up")
+    with audited(ctx, "up", [m.slug for m in selection]) as record:
+        with PhaseBoard([m.slug for m in selection], "up") as board:
+            results = ctx.engine.up(
+                selection, board, restart=restart, wait=not no_wait, parallel=parallel
+            )
+        record_results(record, results)
+        _report(results, as_json, "up")
 
 
 def _uptime(seconds: float | None) -> str:
@@ -255,9 +258,11 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
         click.confirm(
             f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?", abort=True
         )
-    with PhaseBoard(slugs, "destroy") as board:
-        results = engine.destroy(slugs, board)
-    _report(results, as_json, "destroy")
+    with audited(ctx, "destroy", slugs) as record:
+        with PhaseBoard(slugs, "destroy") as board:
+            results = engine.destroy(slugs, board)
+        record_results(record, results)
+        _report(results, as_json, "destroy")
 
 
 @click.command()

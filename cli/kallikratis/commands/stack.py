@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from kallikratis import ansible, model, verify
+from kallikratis.commands.audit import audited, record_playbook, record_results
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option
 from kallikratis.commands.lifecycle import _check_capacity, _report, _selection, all_opt, names_arg
 from kallikratis.commands.progress import PhaseBoard
@@ -77,10 +78,13 @@ def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_jso
     One municipality failing does not stop the others; exit code 5 when any failed or was
     unreachable. Run artifacts are kept under the state directory.
     """
-    run = run_deploy(ctx, _selection(ctx, names, all_, required=True), check, as_json)
-    bad = [s for s, h in run.hosts.items() if h.result != "ok"]
-    if bad:
-        raise ProvisionError(f"deploy failed on: {', '.join(bad)}")
+    selection = _selection(ctx, names, all_, required=True)
+    with audited(ctx, "deploy", [m.slug for m in selection], changes=not check) as record:
+        run = run_deploy(ctx, selection, check, as_json)
+        record_playbook(record, run)
+        bad = [s for s, h in run.hosts.items() if h.result != "ok"]
+        if bad:
+            raise ProvisionError(f"deploy failed on: {', '.join(bad)}")
 
 
 def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json: bool) -> bool:
@@ -127,14 +131,19 @@ def onboard(ctx: Context, name: str) -> None:
     """Bring a new municipality online: validate, up, deploy, verify."""
     m = ctx.fleet.get(name)
     _check_capacity(ctx)
-    with PhaseBoard([m.slug], "up") as board:
-        results = ctx.engine.up([m], board)
-    _report(results, False, "up")
-    run = run_deploy(ctx, (m,), False, False)
-    if run.hosts[m.slug].result != "ok":
-        raise ProvisionError(f"deploy failed on {m.slug}")
-    if not run_verify(ctx, (m,), False):
-        raise ProvisionError(f"{m.slug} is deployed but verification failed")
+    with audited(ctx, "onboard", [m.slug]) as record:
+        with PhaseBoard([m.slug], "up") as board:
+            results = ctx.engine.up([m], board)
+        record_results(record, results, "up")
+        _report(results, False, "up")
+        run = run_deploy(ctx, (m,), False, False)
+        record_playbook(record, run)
+        if run.hosts[m.slug].result != "ok":
+            raise ProvisionError(f"deploy failed on {m.slug}")
+        verified = run_verify(ctx, (m,), False)
+        record.result(m.slug, "online" if verified else "failed", "verify")
+        if not verified:
+            raise ProvisionError(f"{m.slug} is deployed but verification failed")
     console.print(f"[green]{esc(m.slug)} is online[/]: https://{esc(m.domain)}/")
 
 

@@ -1,0 +1,201 @@
+"""Audit and unattended runs: the journal + lock around mutating commands, history, schedule."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from kallikratis import paths, runlock, schedule
+from kallikratis.ansible import PlaybookRun
+from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
+from kallikratis.errors import UsageError
+from kallikratis.journal import Journal, RunEntry, RunRecord
+from kallikratis.keys import VAULT_PASSWORD_ENV
+from kallikratis.provision import UpResult
+
+#: settings the scheduled run needs as they are now (paths only, never secrets themselves)
+PASSED_ENV = (VAULT_PASSWORD_ENV, "KALLIKRATIS_IMAGE_CACHE")
+STATUS_COLOURS = {"ok": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+
+
+class _NoRecord(RunRecord):
+    """Stands in for a journal record when a command changes nothing (check mode)."""
+
+    def __init__(self) -> None:
+        self.id = 0
+
+    def result(
+        self, slug: str, result: str, detail: str = "", seconds: float | None = None
+    ) -> None:
+        pass
+
+    def artifacts(self, path: Path | str) -> None:
+        pass
+
+
+@contextmanager
+def audited(
+    ctx: Context, command: str, slugs: Sequence[str], *, changes: bool = True
+) -> Iterator[RunRecord]:
+    """Lock *slugs* (refusing at once if another run holds any), then journal the run.
+
+    Enter it before anything changes: a refused run changes nothing and is not journaled.
+    With ``changes=False`` (check mode) neither lock nor journal: it yields a no-op record.
+    """
+    if not changes:
+        yield _NoRecord()
+        return
+    state = ctx.engine.state_dir
+    argv = list(sys.argv)
+    with (
+        runlock.hold(state, ctx.fleet.name, slugs, argv),
+        Journal(state).run(command, argv, ctx.fleet.inventory, slugs) as record,
+    ):
+        yield record
+
+
+def record_results(record: RunRecord, results: Iterable[UpResult], step: str = "") -> None:
+    for r in results:
+        detail = f"{step}: {r.detail}" if step and r.detail else (step or r.detail)
+        record.result(r.slug, r.result, detail, round(r.seconds, 1))
+
+
+def record_playbook(record: RunRecord, run: PlaybookRun, step: str = "deploy") -> None:
+    record.artifacts(run.artifacts)
+    for slug, host in run.hosts.items():
+        if host.failures:
+            task, message = host.failures[0]
+            detail = f"{step}: task {task}: {message[:300]}"
+        else:
+            detail = f"{step}: {host.changed} changed"
+        record.result(slug, host.result, detail, round(run.seconds, 1))
+
+
+# -- history -----------------------------------------------------------------------------------
+def _who(run: RunEntry) -> str:
+    return f"{run.sudo_user} (as {run.user})" if run.sudo_user else run.user
+
+
+def _commit(run: RunEntry) -> str:
+    if run.git_commit is None:
+        return "-"
+    return run.git_commit[:10] + (" +dirty" if run.git_dirty else "")
+
+
+def _command(run: RunEntry) -> str:
+    words = list(run.argv[1:]) if run.argv else [run.command]
+    return shlex.join(words) if words else run.command
+
+
+def _history_table(runs: list[RunEntry], name: str | None) -> Table:
+    title = "history" + (f" of {name}" if name else "")
+    table = Table(title=esc(title), title_justify="left")
+    for col in ("id", "started (UTC)", "who", "command", "commit", "status", "municipalities"):
+        table.add_column(col)
+    for run in runs:
+        results = run.results
+        if name is not None:
+            results = tuple(r for r in results if r.slug == name)
+        shown = "\n".join(
+            f"{r.slug}: {r.result}" + (f" ({r.detail})" if r.detail else "") for r in results
+        )
+        colour = STATUS_COLOURS.get(run.status, "")
+        status = run.status if run.exit_code in (None, 0) else f"{run.status} ({run.exit_code})"
+        table.add_row(
+            str(run.id),
+            run.started.replace("T", " ").removesuffix("+00:00"),
+            esc(_who(run)),
+            esc(_command(run)),
+            esc(_commit(run)),
+            f"[{colour}]{esc(status)}[/]" if colour else esc(status),
+            esc(shown),
+        )
+    return table
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@json_option
+def history(name: str | None, limit: int, as_json: bool) -> None:
+    """Runs that changed something: who, when, command, inventory commit, results.
+
+    With NAME, only runs that touched that municipality. A run whose process died without
+    finishing shows as `interrupted`. Read from the journal in the state directory; needs
+    no inventory.
+    """
+    runs = Journal(paths.state_dir()).runs(name, limit)
+    if as_json:
+        emit_json({"runs": runs})
+        return
+    if not runs:
+        console.print("no runs recorded" + (f" for {esc(name)}" if name else ""))
+        return
+    console.print(_history_table(runs, name))
+
+
+# -- schedule ----------------------------------------------------------------------------------
+@click.group("schedule")
+def schedule_group() -> None:
+    """Unattended runs from systemd timers."""
+
+
+@schedule_group.command("patch")
+@click.option(
+    "--on-calendar",
+    required=True,
+    help="When, as a systemd calendar expression, e.g. 'Sun *-*-* 02:00'.",
+)
+@click.option("--name", default="", help="Unit name suffix: kallikratis-patch-NAME.")
+@click.option(
+    "--timeout-hours",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 72),
+    help="Stop a run still going after this long (TimeoutStartSec).",
+)
+@click.option("--print", "print_", is_flag=True, help="Print the units instead of installing.")
+@pass_ctx
+def schedule_patch(
+    ctx: Context, on_calendar: str, name: str, timeout_hours: int, print_: bool
+) -> None:
+    """Install a systemd timer that runs `patch --all --scheduled` on this inventory.
+
+    The timer is persistent (a run missed while the host was down happens at boot) with a
+    small random delay. The patch run itself is the `patch` command; it is the one meant to
+    honour each municipality's `patch_window` from the inventory.
+    KALLIKRATIS_VAULT_PASSWORD_FILE and KALLIKRATIS_IMAGE_CACHE, when set, are passed on.
+    Installing needs root and systemd as init; --print shows the two unit files instead.
+    """
+    schedule.check_calendar(on_calendar)
+    if ctx.inventory_path is None:
+        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
+    units = schedule.patch_units(
+        on_calendar=on_calendar,
+        inventory=Path(ctx.inventory_path).resolve(),
+        state_dir=paths.state_dir().resolve(),
+        fleet=ctx.fleet.name,  # loads and validates the inventory
+        name=name,
+        timeout_hours=timeout_hours,
+        environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
+    )
+    if print_:
+        for filename, text in units.files().items():
+            click.echo(f"# /etc/systemd/system/{filename}\n{text}")
+        return
+    written = schedule.install(units)
+    for path in written:
+        console.print(f"wrote {esc(path)}")
+    console.print(
+        f"enabled {esc(units.name)}.timer; see `systemctl list-timers {esc(units.name)}.timer`"
+    )
+
+
+COMMANDS = (history, schedule_group)
