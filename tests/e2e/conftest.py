@@ -110,6 +110,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) ->
     )
     env.pop("KALLIKRATIS_INVENTORY", None)
     f = Fleet(inv, state, env)
+    f.kk("destroy", "--all", "--yes")  # leftovers of an interrupted earlier run, if any
     yield f
     # leave nothing behind, whatever happened
     f.kk("destroy", "--all", "--yes", check=False)
