@@ -24,10 +24,21 @@ from benchlib import BenchFleet, row  # noqa: E402
 def deploy(bf: BenchFleet, *, stock: bool, names: list[str] | None = None) -> tuple[float, dict]:
     env = dict(bf.env)
     if stock:
-        env |= {"KALLIKRATIS_ANSIBLE_STOCK": "1", "ANSIBLE_PIPELINING": "False",
-                "ANSIBLE_SSH_ARGS": "-o ControlMaster=no"}
-    argv = [sys.executable, "-m", "kallikratis.cli", "-i", str(bf.inventory), "deploy",
-            *(names or ["--all"]), "--json"]
+        env |= {
+            "KALLIKRATIS_ANSIBLE_STOCK": "1",
+            "ANSIBLE_PIPELINING": "False",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=no",
+        }
+    argv = [
+        sys.executable,
+        "-m",
+        "kallikratis.cli",
+        "-i",
+        str(bf.inventory),
+        "deploy",
+        *(names or ["--all"]),
+        "--json",
+    ]
     start = time.monotonic()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     took = time.monotonic() - start

@@ -78,8 +78,21 @@ def _browser_profile(tmp_path: Path, ca_file: Path) -> dict[str, str]:
     nssdb = home / ".pki" / "nssdb"
     nssdb.mkdir(parents=True)
     subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"], check=True)
-    subprocess.run(["certutil", "-A", "-d", f"sql:{nssdb}", "-n", "kallikratis-fleet-ca",
-                    "-t", "C,,", "-i", str(ca_file)], check=True)
+    subprocess.run(
+        [
+            "certutil",
+            "-A",
+            "-d",
+            f"sql:{nssdb}",
+            "-n",
+            "kallikratis-fleet-ca",
+            "-t",
+            "C,,",
+            "-i",
+            str(ca_file),
+        ],
+        check=True,
+    )
     return dict(os.environ, HOME=str(home))
 
 
@@ -90,16 +103,36 @@ def test_a_real_browser_shows_the_portal(fleet: Fleet, tmp_path: Path, slug: str
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"portal-{slug}.png"
     shot.unlink(missing_ok=True)
-    common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update",
-              "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-              f"--host-resolver-rules=MAP {spec['domain']} {spec['ip']}"]
+    common = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--host-resolver-rules=MAP {spec['domain']} {spec['ip']}",
+    ]
     url = f"https://{spec['domain']}/"
-    dom = subprocess.run([*common, "--dump-dom", url], env=env, capture_output=True,
-                         text=True, timeout=180, check=False)
+    dom = subprocess.run(
+        [*common, "--dump-dom", url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert spec["display_name"] in dom.stdout, dom.stderr[-2000:]
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1280,900", url], env=env,
-                   capture_output=True, timeout=180, check=False)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1280,900", url],
+        env=env,
+        capture_output=True,
+        timeout=180,
+        check=False,
+    )
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
@@ -107,20 +140,23 @@ def test_removing_education_removes_kolibri(fleet: Fleet) -> None:
     set_host(fleet, "hersonissos", modules=["portal", "opendata"])
     out = deploy(fleet, "hersonissos")
     assert out["hosts"]["hersonissos"]["failed"] == 0
-    gone = fleet.kk("ssh", "hersonissos", "--", "systemctl", "is-active", "kolibri",
-                    check=False)
+    gone = fleet.kk("ssh", "hersonissos", "--", "systemctl", "is-active", "kolibri", check=False)
     assert gone.stdout.strip() != "active"
     out = fleet.kk_json("verify", "hersonissos")
     assert all(c["passed"] for c in out["checks"]), out["checks"]
 
 
-@pytest.mark.parametrize("change", [
-    {"modules": ["portal", "wiki"]},
-    {"datasets": ["council_decisions", "parking_fines"]},
-    {"branding": {"colour": "blue"}},
-])
-def test_validate_rejects_bad_stack_input_before_any_change(fleet: Fleet, conn: libvirt.virConnect,
-                                                            change: dict) -> None:
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"modules": ["portal", "wiki"]},
+        {"datasets": ["council_decisions", "parking_fines"]},
+        {"branding": {"colour": "blue"}},
+    ],
+)
+def test_validate_rejects_bad_stack_input_before_any_change(
+    fleet: Fleet, conn: libvirt.virConnect, change: dict
+) -> None:
     backup = hosts_yml(fleet).read_text()
     runs_before = set((fleet.state / "runs").iterdir())
     xml_before = conn.lookupByName(f"{FLEET}-minoa-pediada").XMLDesc(0)
@@ -136,8 +172,9 @@ def test_validate_rejects_bad_stack_input_before_any_change(fleet: Fleet, conn: 
     assert conn.lookupByName(f"{FLEET}-minoa-pediada").XMLDesc(0) == xml_before
 
 
-def test_a_shut_off_vm_is_unreachable_while_the_others_deploy(fleet: Fleet,
-                                                             conn: libvirt.virConnect) -> None:
+def test_a_shut_off_vm_is_unreachable_while_the_others_deploy(
+    fleet: Fleet, conn: libvirt.virConnect
+) -> None:
     conn.lookupByName(f"{FLEET}-minoa-pediada").destroy()
     try:
         done = fleet.kk("deploy", "--all", "--json", check=False, timeout=1800)
@@ -154,8 +191,21 @@ def test_plain_ansible_playbook_reads_the_same_inventory(fleet: Fleet) -> None:
     root = Path(__file__).resolve().parents[2]
     env = dict(fleet.env, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
     done = subprocess.run(
-        [shutil.which("ansible-playbook") or "ansible-playbook", "-i", str(fleet.inventory),
-         str(root / "playbooks" / "site.yml"), "--limit", "archanes-asterousia", "--check"],
-        env=env, capture_output=True, text=True, timeout=1200, cwd=root, check=False)
+        [
+            shutil.which("ansible-playbook") or "ansible-playbook",
+            "-i",
+            str(fleet.inventory),
+            str(root / "playbooks" / "site.yml"),
+            "--limit",
+            "archanes-asterousia",
+            "--check",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=root,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "archanes-asterousia" in done.stdout and "failed=0" in done.stdout
