@@ -14,7 +14,11 @@ import yaml
 from kallikratis import model
 from kallikratis.keys import KeyStore, atomic_write
 
-SECRET_NAMES = ("vault_portal_admin_password", "vault_portal_db_password")
+SECRET_NAMES = (
+    "vault_portal_admin_password",
+    "vault_portal_db_password",
+    "vault_education_admin_password",
+)
 
 
 def vault_file(fleet: model.Fleet, slug: str) -> Path:

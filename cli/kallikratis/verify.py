@@ -67,6 +67,10 @@ def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_di
             "all_modules": list(model.MODULES),
             "ca_file": str(tls_paths(state_dir, fleet.name, m.slug)["ca"]),
             "mgmt_network": str(fleet.network.cidr),
+            "language": m.language,
+            "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
+            "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
+            "datasets": list(m.datasets),
         }
         for m in selection
     }

@@ -1,0 +1,100 @@
+"""roles/portal: WordPress (news, announcements, consultations) where enabled, absent elsewhere."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+PHP_FPM = "php8.4-fpm"
+
+
+def test_portal_services(host: Any, portal_on: bool) -> None:
+    for name in ("mariadb", PHP_FPM):
+        svc = host.service(name)
+        assert svc.is_running is portal_on, f"{name} running={svc.is_running}, portal={portal_on}"
+        assert svc.is_enabled is portal_on, f"{name} enabled={svc.is_enabled}, portal={portal_on}"
+
+
+def test_portal_files(host: Any, spec: dict[str, Any], portal_on: bool) -> None:
+    config = host.file(f"/etc/wordpress/config-{spec['domain']}.php")
+    snippet = host.file("/etc/nginx/kallikratis.d/portal.conf")
+    plugin = host.file("/var/lib/wordpress/wp-content/mu-plugins/kallikratis-portal.php")
+    assert config.exists is portal_on
+    assert snippet.exists is portal_on
+    assert plugin.exists is portal_on
+    if portal_on:
+        assert config.mode == 0o640 and config.user == "root" and config.group == "www-data"
+
+
+def test_portal_database(host: Any, portal_on: bool) -> None:
+    with host.sudo():
+        exists = host.file("/var/lib/mysql/wordpress").is_directory
+        assert exists is portal_on
+        if portal_on:
+            out = host.check_output(
+                "mariadb -N -B -e \"SELECT User FROM mysql.user WHERE User='wordpress'\""
+            )
+            assert out.strip() == "wordpress"
+
+
+def test_mariadb_not_exposed(host: Any, portal_on: bool) -> None:
+    assert not host.socket("tcp://0.0.0.0:3306").is_listening
+    if portal_on:
+        assert host.socket("unix:///run/mysqld/mysqld.sock").is_listening
+
+
+def test_rest_api_lists_posts(web: Any, portal_on: bool) -> None:
+    res = web.https("/wp-json/wp/v2/posts")
+    if not portal_on:
+        assert res.status == 404, f"WordPress answers without the portal module: {res.status}"
+        return
+    assert res.status == 200, res.status
+    posts = res.json()
+    assert isinstance(posts, list) and posts, "no posts"
+    assert all("title" in p and "link" in p for p in posts)
+
+
+def test_news_categories(web: Any, portal_on: bool) -> None:
+    res = web.https("/wp-json/wp/v2/categories?per_page=100")
+    if not portal_on:
+        assert res.status == 404
+        return
+    names = {html.unescape(c["name"]) for c in res.json()}
+    assert {"Ανακοινώσεις", "Νέα"} <= names, names
+
+
+def test_consultations_with_articles_open_for_comments(web: Any, portal_on: bool) -> None:
+    res = web.https("/wp-json/wp/v2/consultations?parent=0")
+    if not portal_on:
+        assert res.status == 404
+        return
+    assert res.status == 200, res.status
+    consultations = res.json()
+    assert consultations, "no consultation published"
+    parent = consultations[0]
+    articles = web.https(f"/wp-json/wp/v2/consultations?parent={parent['id']}&per_page=100").json()
+    assert len(articles) >= 2, f"consultation {parent['id']} has {len(articles)} articles"
+    closed = [a["id"] for a in articles if a.get("comment_status") != "open"]
+    assert not closed, f"articles closed for comments: {closed}"
+    page = web.https(f"/?p={articles[0]['id']}&post_type=consultation")
+    assert page.status in (200, 301), page.status
+
+
+def test_site_in_greek_with_display_name(web: Any, spec: dict[str, Any], portal_on: bool) -> None:
+    res = web.https("/wp-json/")
+    if not portal_on:
+        assert res.status == 404
+        return
+    info = res.json()
+    assert html.unescape(info["name"]) == spec["display_name"]
+    language = spec["language"]
+    home = web.https("/")
+    assert f'lang="{language}' in home.text
+
+
+def test_wp_admin_behind_login(web: Any, portal_on: bool) -> None:
+    res = web.https("/wp-admin/")
+    if not portal_on:
+        assert res.status == 404
+        return
+    assert res.status == 302 and "wp-login.php" in res.headers.get("location", "")
