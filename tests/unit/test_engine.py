@@ -304,3 +304,11 @@ def test_large_fleet_of_332_municipalities(inv: InventoryCopy, make_engine: Make
     assert all(ip in fleet.network.cidr for ip in ips)
     engine = make_engine(fleet)
     assert _plan(engine) == {m.slug: "create" for m in fleet.municipalities}
+
+
+def test_destroy_when_the_network_is_gone(test_fleet: model.Fleet, make_engine: MakeEngine) -> None:
+    """A fleet whose libvirt network was removed (or never made) can still be destroyed."""
+    engine = make_engine(test_fleet)
+    assert not engine.backend("hv01").network_exists(test_fleet.network.name)
+    results = engine.destroy([m.slug for m in engine.fleet.municipalities], lambda *_: None)
+    assert {r.result for r in results} == {"absent"}, results

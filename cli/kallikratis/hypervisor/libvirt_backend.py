@@ -233,6 +233,16 @@ class LibvirtBackend:
                 net.setAutostart(1)
         return changed
 
+    def network_exists(self, network: str) -> bool:
+        with _errors(f"looking up network {network}"):
+            try:
+                self.conn.networkLookupByName(network)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                    return False
+                raise
+        return True
+
     def dhcp_hosts(self, network: str) -> dict[str, tuple[str, str]]:
         """mac -> (name, ip) of the network's DHCP reservations."""
         with _errors(f"reading network {network}"):
@@ -243,7 +253,12 @@ class LibvirtBackend:
         }
 
     def set_dhcp_host(self, network: str, host_xml: str, mac: str, present: bool) -> bool:
-        """Add (present) or remove a DHCP reservation, live and in the config."""
+        """Add (present) or remove a DHCP reservation, live and in the config.
+
+        Removing from a network that no longer exists is a no-op (nothing to remove).
+        """
+        if not present and not self.network_exists(network):
+            return False
         current = self.dhcp_hosts(network).get(mac.lower())
         wanted = ET.fromstring(host_xml)
         target = (wanted.get("name", ""), wanted.get("ip", ""))
@@ -290,8 +305,11 @@ class LibvirtBackend:
         try:
             return self.conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
         except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
-                return None
+            if exc.get_error_code() in (
+                libvirt.VIR_ERR_NO_STORAGE_VOL,
+                libvirt.VIR_ERR_NO_STORAGE_POOL,
+            ):
+                return None  # no pool, no volume
             raise
 
     @staticmethod
