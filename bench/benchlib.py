@@ -22,7 +22,11 @@ class BenchFleet:
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"kk-bench-{name}-"))
         self.inventory = self.dir / "inventory"
-        shutil.copytree(ROOT / "inventories" / "crete", self.inventory)
+        shutil.copytree(
+            ROOT / "inventories" / "crete",
+            self.inventory,
+            ignore=shutil.ignore_patterns("vault.yml"),
+        )
         fleet_file = self.inventory / "group_vars" / "all" / "fleet.yml"
         data = yaml.safe_load(fleet_file.read_text())
         data["fleet_name"] = name

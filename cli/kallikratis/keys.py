@@ -87,11 +87,14 @@ class KeyStore:
         return pub.read_text().strip()
 
     # -- vault ----------------------------------------------------------------------------
+    def vault_password_file(self) -> Path:
+        return Path(os.environ.get(VAULT_PASSWORD_ENV, self.state / "vault-password"))
+
     def vault(self):  # type: ignore[no-untyped-def]
         from ansible.constants import DEFAULT_VAULT_ID_MATCH
         from ansible.parsing.vault import VaultLib, VaultSecret
 
-        pw_file = Path(os.environ.get(VAULT_PASSWORD_ENV, self.state / "vault-password"))
+        pw_file = self.vault_password_file()
         if not pw_file.exists():
             if VAULT_PASSWORD_ENV in os.environ:
                 raise KallikratisError(f"vault password file {pw_file} does not exist")

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from kallikratis import model
+from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
 
 SECRET_NAMES = (
@@ -31,7 +32,13 @@ def ensure_secrets(fleet: model.Fleet, m: model.Municipality, keys: KeyStore) ->
     vault = keys.vault()
     current: dict[str, str] = {}
     if path.exists():
-        current = yaml.safe_load(vault.decrypt(path.read_bytes())) or {}
+        try:
+            current = yaml.safe_load(vault.decrypt(path.read_bytes())) or {}
+        except Exception as exc:  # noqa: BLE001 - ansible raises several error types
+            raise KallikratisError(
+                f"{path}: cannot decrypt with this fleet's vault password "
+                f"({keys.vault_password_file()}): {exc}"
+            ) from exc
     missing = [n for n in SECRET_NAMES if not current.get(n)]
     if not missing:
         return False
