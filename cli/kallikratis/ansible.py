@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ def run_playbook(
         "KALLIKRATIS_STATE_DIR": str(state_dir),
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
+        # ansible-playbook from the same environment as this Python, whatever PATH we inherited
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
     strategy = "linear"
     mitogen = mitogen_strategy_dir()
