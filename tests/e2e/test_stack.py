@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import libvirt
@@ -192,7 +192,7 @@ def test_plain_ansible_playbook_reads_the_same_inventory(fleet: Fleet) -> None:
     env = dict(fleet.env, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
     done = subprocess.run(
         [
-            shutil.which("ansible-playbook") or "ansible-playbook",
+            str(Path(sys.executable).parent / "ansible-playbook"),
             "-i",
             str(fleet.inventory),
             str(root / "playbooks" / "site.yml"),
