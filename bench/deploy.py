@@ -62,11 +62,22 @@ def one_vm(name: str, octet: int, slug: str, *, stock: bool) -> tuple[float, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-stock", action="store_true", help="only our settings")
+    parser.add_argument(
+        "--only-one",
+        action="store_true",
+        help="only the one-municipality comparison (ours vs stock)",
+    )
     args = parser.parse_args()
     os.environ.pop("KALLIKRATIS_ANSIBLE_STOCK", None)
     print("kallikratis bench/deploy (TCG, this machine)", flush=True)
     ours = one_vm("dmit", 83, "minoa-pediada", stock=False)
     stock = None if args.skip_stock else one_vm("dstock", 84, "minoa-pediada", stock=True)
+    print("\none municipality, portal + opendata           ours (s)    stock (s)")
+    row("first deploy", f"{ours[0]:.0f}", f"{stock[0]:.0f}" if stock else "-")
+    row("no-op re-deploy", f"{ours[1]:.0f}", f"{stock[1]:.0f}" if stock else "-")
+    row("changed on re-deploy", ours[2], stock[2] if stock else "-")
+    if args.only_one:
+        return
     edu = one_vm("dedu", 85, "hersonissos", stock=False)
     bf = BenchFleet("dthree", 86, None)
     try:
@@ -74,10 +85,6 @@ def main() -> None:
         three, _ = deploy(bf, stock=False)
     finally:
         bf.cleanup()
-    print("\none municipality, portal + opendata           ours (s)    stock (s)")
-    row("first deploy", f"{ours[0]:.0f}", f"{stock[0]:.0f}" if stock else "-")
-    row("no-op re-deploy", f"{ours[1]:.0f}", f"{stock[1]:.0f}" if stock else "-")
-    row("changed on re-deploy", ours[2], stock[2] if stock else "-")
     print("\neducation (Kolibri)                              seconds")
     row("first deploy with education", f"{edu[0]:.0f}")
     row("extra time for education", f"{edu[0] - ours[0]:.0f}")
