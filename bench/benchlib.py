@@ -86,4 +86,4 @@ class BenchFleet:
 
 
 def row(label: str, *cols: object) -> None:
-    print(f"  {label:<46}" + "".join(f"{c!s:>14}" for c in cols), flush=True)
+    print(f"  {label:<46}" + "".join(f" {c!s:>13}" for c in cols), flush=True)
