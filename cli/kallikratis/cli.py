@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, lifecycle, stack
+from kallikratis.commands import audit, lifecycle, patch, stack
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands.common import Context, console_err
 from kallikratis.errors import KallikratisError
@@ -22,6 +22,7 @@ Typical session:
   kallikratis -i inventories/crete up --all
   kallikratis -i inventories/crete status
   kallikratis -i inventories/crete ssh hersonissos -- uptime
+  kallikratis -i inventories/crete patch --all --dry-run
   kallikratis history hersonissos
 Onboarding a municipality = one new entry under municipalities in hosts.yml, then `up NAME`.
 Exit codes: 0 ok, 1 failed or declined, 2 bad input, 3 hypervisor error,
@@ -59,7 +60,13 @@ def main_group(ctx: click.Context, inventory: Path | None, verbose: int) -> None
     ctx.obj = Context(inventory)
 
 
-for command in (*lifecycle.COMMANDS, *stack.COMMANDS, images_cmd.image, *audit.COMMANDS):
+for command in (
+    *lifecycle.COMMANDS,
+    *stack.COMMANDS,
+    *patch.COMMANDS,
+    images_cmd.image,
+    *audit.COMMANDS,
+):
     main_group.add_command(command)
 
 

@@ -11,7 +11,18 @@ from rich.table import Table
 
 from kallikratis.commands.common import console_err, esc
 
-TERMINAL = ("created", "changed", "started", "unchanged", "failed", "destroyed", "absent")
+TERMINAL = (
+    "created",
+    "changed",
+    "started",
+    "unchanged",
+    "failed",
+    "destroyed",
+    "absent",
+    "patched",
+    "skipped",
+    "planned",
+)
 
 
 class PhaseBoard:

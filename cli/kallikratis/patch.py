@@ -1,0 +1,416 @@
+"""Patch runs: OS updates and the stack deploy, wave by wave, each VM behind a snapshot.
+
+For every municipality of a wave: list what is pending (packages, stack changes); then, if
+anything is, maintenance mode on (citizens get the 503 notice, so nothing they write can be
+lost by a revert), a libvirt snapshot with memory, ``apt-get dist-upgrade`` (needrestart
+restarts services), the stack deploy, a reboot if the guest asks for one, the verify checks,
+maintenance mode off, and old snapshots pruned. Any failure reverts the VM to its snapshot,
+confirms it serves again, and marks it failed. The run stops once failures exceed the limit;
+the municipalities it did not reach are reported as skipped.
+
+Guests, deploys and verification are passed in (see :class:`Steps`), so the wave logic is
+tested against libvirt's test driver without SSH or Ansible.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kallikratis import model, schedule
+from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.guest import Guest, Upgrade
+from kallikratis.hypervisor import snapshots
+from kallikratis.provision import Engine
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, str], None]
+#: per-slug (ok, changed tasks, why not ok) from a deploy; per-slug (ok, why not) from verify
+DeployFn = Callable[[list[model.Municipality], bool], dict[str, tuple[bool, int, str]]]
+VerifyFn = Callable[[list[model.Municipality], bool], dict[str, tuple[bool, str]]]
+GuestFn = Callable[[model.Municipality], Guest]
+RecordFn = Callable[["Outcome"], None]
+TERMINAL = ("patched", "unchanged", "failed", "skipped", "planned")
+
+
+@dataclass
+class Outcome:
+    slug: str
+    result: str = "pending"  # patched | unchanged | failed | skipped | planned
+    reason: str = ""
+    upgrades: list[Upgrade] = field(default_factory=list)
+    stack_changes: int | None = None  # tasks a deploy would change (None: not checked)
+    was_in_maintenance: bool = False
+    snapshot: str = ""
+    rebooted: bool = False
+    reverted: bool = False
+    seconds: float = 0.0
+    wave: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def needs_patch(self) -> bool:
+        return bool(self.upgrades or self.stack_changes or self.was_in_maintenance)
+
+    def summary(self) -> str:
+        parts = [str(u) for u in self.upgrades]
+        if self.stack_changes:
+            parts.append(f"stack: {self.stack_changes} task(s) changed")
+        if self.rebooted:
+            parts.append("rebooted")
+        if self.reason:
+            parts.append(self.reason)
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Options:
+    security_only: bool = False
+    canary: int = 1
+    batch: str = "10"
+    max_fail: str = "0"
+    dry_run: bool = False
+    scheduled: bool = False
+    run_id: int = 0
+
+
+@dataclass(frozen=True)
+class Steps:
+    guest: GuestFn
+    deploy: DeployFn
+    verify: VerifyFn
+
+
+def _count(spec: str, total: int, what: str, minimum: int) -> int:
+    """``"N"`` or ``"P%"`` of *total* as a count."""
+    text = spec.strip()
+    try:
+        if text.endswith("%"):
+            pct = float(text[:-1])
+            if not 0 <= pct <= 100:
+                raise ValueError
+            return max(minimum, math.floor(total * pct / 100 + 1e-9))
+        value = int(text)
+        if value < minimum:
+            raise ValueError
+        return value
+    except ValueError:
+        raise UsageError(
+            f"--{what} must be a whole number >= {minimum} or a percentage like 20%, got {spec!r}"
+        ) from None
+
+
+def waves(slugs: Sequence[str], canary: int, batch: str) -> list[list[str]]:
+    """Canary wave first (if any), then batches of the rest, in inventory order."""
+    if canary < 0:
+        raise UsageError(f"--canary must be >= 0, got {canary}")
+    size = _count(batch, len(slugs), "batch", 1)
+    out = [list(slugs[:canary])] if canary and slugs else []
+    rest = list(slugs[canary:])
+    out += [rest[i : i + size] for i in range(0, len(rest), size)]
+    return out
+
+
+def allowed_failures(max_fail: str, total: int) -> int:
+    return _count(max_fail, total, "max-fail", 0)
+
+
+def snapshot_name(run_id: int, when: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when or time.time()))
+    return f"{snapshots.PREFIX}{stamp}-r{run_id}"
+
+
+class PatchRun:
+    def __init__(
+        self,
+        engine: Engine,
+        selection: Sequence[model.Municipality],
+        options: Options,
+        steps: Steps,
+        progress: Progress,
+        record: RecordFn | None = None,
+        now: Callable[[], datetime] = datetime.now,
+    ) -> None:
+        self.engine = engine
+        self.selection = list(selection)
+        self.opt = options
+        self.steps = steps
+        self.progress = progress
+        self.record = record or (lambda _o: None)
+        self.now = now
+        self.outcomes = {m.slug: Outcome(m.slug) for m in self.selection}
+        self.by_slug = {m.slug: m for m in self.selection}
+        self.limit = allowed_failures(options.max_fail, len(self.selection))
+        self.waves = waves([m.slug for m in self.selection], options.canary, options.batch)
+        self._wave_start = 0.0
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> list[Outcome]:
+        failures = 0
+        for number, wave in enumerate(self.waves, 1):
+            if failures > self.limit:
+                self._wave_start = 0.0
+                for slug in wave:
+                    self._finish(slug, "skipped", f"run stopped: {failures} failed")
+                continue
+            members = [self.by_slug[s] for s in wave]
+            for m in members:
+                self.outcomes[m.slug].wave = number
+            self._wave(members)
+            failures = sum(o.result == "failed" for o in self.outcomes.values())
+        return [self.outcomes[m.slug] for m in self.selection]
+
+    def _wave(self, members: list[model.Municipality]) -> None:
+        self._wave_start = time.monotonic()
+        members = self._in_window(members)
+        members = self._inspect(members)
+        if self.opt.dry_run:
+            for m in members:
+                self._finish(m.slug, "planned")
+            return
+        active = self._parallel(members, self._prepare)
+        try:
+            active = self._deploy(active)
+            active = self._parallel(active, self._reboot_if_needed)
+            active = self._verify(active)
+            self._parallel(active, self._complete)
+        finally:
+            # failed ones, and any left unfinished by an exception (KeyboardInterrupt, SIGTERM)
+            pending = [m for m in self._unfinished(members) if self.outcomes[m.slug].snapshot]
+            self._parallel(pending, self._revert)
+            self._confirm([m for m in pending if self.outcomes[m.slug].reverted])
+        for m in members:
+            o = self.outcomes[m.slug]
+            if o.result == "pending":  # no snapshot was taken: nothing to undo
+                self._finish(m.slug, "failed", o.reason or "interrupted")
+
+    def _unfinished(self, members: list[model.Municipality]) -> list[model.Municipality]:
+        return [m for m in members if self.outcomes[m.slug].result == "pending"]
+
+    def _parallel(
+        self,
+        members: list[model.Municipality],
+        step: Callable[[model.Municipality], bool],
+    ) -> list[model.Municipality]:
+        """Run *step* on each member at once; the members for which it returned True."""
+        if not members:
+            return []
+        with ThreadPoolExecutor(max_workers=min(16, len(members))) as pool:
+            oks = list(pool.map(step, members))
+        return [m for m, ok in zip(members, oks, strict=True) if ok]
+
+    def _finish(self, slug: str, result: str, reason: str = "") -> None:
+        o = self.outcomes[slug]
+        o.result = result
+        if reason and not o.reason:
+            o.reason = reason
+        o.seconds = time.monotonic() - self._wave_start if self._wave_start else 0.0
+        self.progress(slug, result)
+        self.record(o)
+
+    def _fail(self, m: model.Municipality, reason: str) -> bool:
+        o = self.outcomes[m.slug]
+        if not o.reason:
+            o.reason = reason
+        log.warning("%s: %s", m.slug, reason)
+        return False
+
+    # -- steps -----------------------------------------------------------------------------
+    def _in_window(self, members: list[model.Municipality]) -> list[model.Municipality]:
+        if not self.opt.scheduled:
+            return members
+        now = self.now()
+        inside = []
+        for m in members:
+            if schedule.in_window(m.patch_window, now):
+                inside.append(m)
+            else:
+                self._finish(m.slug, "skipped", f"outside its patch window {m.patch_window!r}")
+        return inside
+
+    def _inspect(self, members: list[model.Municipality]) -> list[model.Municipality]:
+        """Pending packages (and maintenance left on by an interrupted run), then stack changes."""
+
+        def look(m: model.Municipality) -> bool:
+            o = self.outcomes[m.slug]
+            self.progress(m.slug, "checking updates")
+            dom = self.engine.backend(m.hypervisor).domain(m.vm_name)
+            if dom is None or not dom.running:
+                state = dom.state if dom else "not created"
+                self._finish(m.slug, "failed", f"VM is {state}; nothing was changed")
+                return False
+            try:
+                guest = self.steps.guest(m)
+                o.upgrades = guest.pending(self.opt.security_only)
+                o.was_in_maintenance = guest.in_maintenance()
+            except KallikratisError as exc:
+                self._finish(m.slug, "failed", f"checking updates: {exc.message}")
+                return False
+            return True
+
+        members = self._parallel(members, look)
+        quiet = [m for m in members if not self.outcomes[m.slug].needs_patch]
+        if quiet:  # a check-mode deploy tells whether the stack would change anything
+            for m in quiet:
+                self.progress(m.slug, "checking stack")
+            result = self.steps.deploy(quiet, True)
+            for m in quiet:
+                ok, changed, why = result.get(m.slug, (False, 0, "no result"))
+                if not ok:
+                    self._finish(m.slug, "failed", f"stack check: {why}")
+                self.outcomes[m.slug].stack_changes = changed
+        out = []
+        for m in members:
+            o = self.outcomes[m.slug]
+            if o.result != "pending":
+                continue
+            if o.needs_patch:
+                out.append(m)
+            else:
+                self._finish(m.slug, "unchanged", "")
+        return out
+
+    def _prepare(self, m: model.Municipality) -> bool:
+        """Maintenance on, snapshot, OS upgrades."""
+        o = self.outcomes[m.slug]
+        guest = self.steps.guest(m)
+        be = self.engine.backend(m.hypervisor)
+        try:
+            self.progress(m.slug, "maintenance on")
+            guest.maintenance(True)
+            self.progress(m.slug, "snapshot")
+            t = time.monotonic()
+            name = snapshot_name(self.opt.run_id)
+            snapshots.create_snapshot(
+                be, m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
+            )
+            o.snapshot = name
+            o.timings["snapshot"] = time.monotonic() - t
+        except KallikratisError as exc:
+            if not o.snapshot:  # nothing changed but the flag: take it away again
+                try:
+                    guest.maintenance(False)
+                except KallikratisError as again:
+                    log.warning("%s: leaving maintenance mode: %s", m.slug, again.message)
+            return self._fail(m, f"before patching: {exc.message}")
+        if not o.upgrades:
+            return True
+        try:
+            self.progress(m.slug, "upgrading packages")
+            t = time.monotonic()
+            guest.apply(o.upgrades, self.opt.security_only)
+            o.timings["upgrade"] = time.monotonic() - t
+            now = guest.installed([u.package for u in o.upgrades])
+        except KallikratisError as exc:
+            return self._fail(m, f"upgrading packages: {exc.message}")
+        missed = [str(u) for u in o.upgrades if now.get(u.package) != u.new]
+        if missed:
+            return self._fail(m, f"not upgraded as planned: {', '.join(missed)}")
+        return True
+
+    def _deploy(self, members: list[model.Municipality]) -> list[model.Municipality]:
+        if not members:
+            return []
+        for m in members:
+            self.progress(m.slug, "deploying")
+        t = time.monotonic()
+        result = self.steps.deploy(members, False)
+        out = []
+        for m in members:
+            ok, changed, why = result.get(m.slug, (False, 0, "no result"))
+            self.outcomes[m.slug].timings["deploy"] = time.monotonic() - t
+            if ok:
+                self.outcomes[m.slug].stack_changes = changed
+                out.append(m)
+            else:
+                self._fail(m, f"deploy: {why}")
+        return out
+
+    def _reboot_if_needed(self, m: model.Municipality) -> bool:
+        guest = self.steps.guest(m)
+        try:
+            if not guest.reboot_required():
+                return True
+            self.progress(m.slug, "rebooting")
+            self.outcomes[m.slug].timings["reboot"] = guest.reboot()
+            self.outcomes[m.slug].rebooted = True
+            return True
+        except KallikratisError as exc:
+            return self._fail(m, f"reboot: {exc.message}")
+
+    def _verify(self, members: list[model.Municipality]) -> list[model.Municipality]:
+        if not members:
+            return []
+        for m in members:
+            self.progress(m.slug, "verifying")
+        result = self.steps.verify(members, True)
+        out = []
+        for m in members:
+            ok, why = result.get(m.slug, (False, "no result"))
+            if ok:
+                out.append(m)
+            else:
+                self._fail(m, f"verify: {why}")
+        return out
+
+    def _complete(self, m: model.Municipality) -> bool:
+        """Maintenance off, old snapshots pruned: patched."""
+        o = self.outcomes[m.slug]
+        try:
+            self.steps.guest(m).maintenance(False)
+        except KallikratisError as exc:
+            return self._fail(m, f"leaving maintenance mode: {exc.message}")
+        try:
+            be = self.engine.backend(m.hypervisor)
+            snapshots.prune_snapshots(be, m.vm_name, max(1, m.patch_keep_snapshots))
+        except KallikratisError as exc:  # patched all the same; the next run prunes again
+            o.reason = f"pruning snapshots: {exc.message}"
+        self._finish(m.slug, "patched")
+        return True
+
+    def _revert(self, m: model.Municipality) -> bool:
+        o = self.outcomes[m.slug]
+        self.progress(m.slug, "reverting")
+        be = self.engine.backend(m.hypervisor)
+        t = time.monotonic()
+        try:
+            snapshots.revert_snapshot(be, m.vm_name, o.snapshot)
+        except KallikratisError as exc:
+            o.reason = f"{o.reason or 'interrupted'}; REVERT FAILED ({exc.message}); "
+            o.reason += f"snapshot {o.snapshot} kept for manual recovery"
+            self._finish(m.slug, "failed")
+            return False
+        o.timings["revert"] = time.monotonic() - t
+        o.reverted = True
+        guest = self.steps.guest(m)
+        if not snapshots.sync_guest_clock(be, m.vm_name):
+            try:
+                guest.set_clock(time.time())
+            except KallikratisError as exc:
+                log.warning("%s: setting the clock after revert: %s", m.slug, exc.message)
+        try:
+            guest.maintenance(False)
+            snapshots.delete_snapshot(be, m.vm_name, o.snapshot)
+        except KallikratisError as exc:
+            o.reason = f"{o.reason}; after revert: {exc.message}"
+        return True
+
+    def _confirm(self, members: list[model.Municipality]) -> None:
+        """After a revert: does the municipality serve again? Either way it failed."""
+        if not members:
+            return
+        for m in members:
+            self.progress(m.slug, "confirming revert")
+        result = self.steps.verify(members, False)
+        for m in members:
+            ok, why = result.get(m.slug, (False, "no result"))
+            o = self.outcomes[m.slug]
+            o.reason = f"{o.reason or 'interrupted'}; reverted to the snapshot, " + (
+                "serving again" if ok else f"but NOT serving: {why}"
+            )
+            self._finish(m.slug, "failed")
