@@ -10,12 +10,12 @@ import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from kallikratis import model, schedule
+from kallikratis import model, opsfields, schedule
 from kallikratis.errors import InventoryError, Problem
 from kallikratis.varsfiles import RawInventory, Vars, load_raw
 
@@ -27,6 +27,7 @@ URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 DOMAIN_TYPE_ENV = "KALLIKRATIS_DOMAIN_TYPE"
 
 DEFAULT_PROFILES = {"small": {"vcpus": 1, "memory_mib": 1024, "disk_gib": 10}}
+T = TypeVar("T")
 
 
 def is_fqdn(name: Any) -> bool:
@@ -39,6 +40,18 @@ def _stable_int(*parts: str) -> int:
     return int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:8], "big")
 
 
+def _defined_by(raw: RawInventory, host: str, key: str) -> str:
+    """The host, or the group whose variables give *host* its value of *key* (as Ansible
+    merges them: all, then the other groups sorted, then the host)."""
+    if key in raw.host_vars.get(host, Vars()).values:
+        return host
+    groups = ["all"] + sorted(g for g, hs in raw.groups.items() if host in hs and g != "all")
+    for group in reversed(groups):
+        if key in raw.group_vars.get(group, Vars()).values:
+            return group
+    return host
+
+
 class _Checker:
     """Collects problems while turning raw variables into model values."""
 
@@ -46,10 +59,24 @@ class _Checker:
         self.raw = raw
         self.src = str(raw.hosts_file)
         self.problems: list[Problem] = []
+        self._shared: dict[tuple[str, str, str], Any] = {}
 
     def add(self, vars_: Vars | None, entry: str, fld: str, msg: str) -> None:
-        where = vars_.where(fld.split(".")[0], self.src) if vars_ else self.src
+        where = vars_.where(re.split(r"[.\[]", fld)[0], self.src) if vars_ else self.src
         self.problems.append(Problem(where, entry, fld, msg))
+
+    def shared(self, hv: Vars, slug: str, key: str, parse: Callable[[Any], tuple[T, Any]]) -> T:
+        """Parse *key* of a municipality; a value set for a group is checked (and reported,
+        under the group's name) once, not once per member."""
+        entry = _defined_by(self.raw, slug, key)
+        memo_key = (entry, hv.where(key, self.src), key)
+        if entry != slug and memo_key in self._shared:
+            return cast(T, self._shared[memo_key])
+        value, problems = parse(hv.get(key))
+        for fld, msg in problems:
+            self.add(hv, entry, fld, msg)
+        self._shared[memo_key] = value
+        return value
 
     def positive_int(self, vars_: Vars, entry: str, fld: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -266,6 +293,11 @@ def _municipalities(
                 branding_logo=logo,
                 datasets=_datasets_of(chk, raw, hv, slug, modules),
                 patch_window=str(patch_window or ""),
+                watch_services=chk.shared(hv, slug, "watch_services", opsfields.watch_services),
+                patch_keep_snapshots=chk.shared(
+                    hv, slug, "patch_keep_snapshots", opsfields.patch_keep_snapshots
+                ),
+                apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )

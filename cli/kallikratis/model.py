@@ -73,6 +73,12 @@ class Municipality:
     datasets: tuple[str, ...] = ()
     #: maintenance window for scheduled patch runs, e.g. "Sun 02:00-05:00"; "" = any time
     patch_window: str = ""
+    #: systemd units that must be active after a deploy or a patch run (checked by verify)
+    watch_services: tuple[str, ...] = ()
+    #: how many pre-patch snapshots the VM keeps
+    patch_keep_snapshots: int = 1
+    #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
+    apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

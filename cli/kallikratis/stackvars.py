@@ -43,4 +43,8 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_tls_cert_file": str(tls["cert"]),
         "kallikratis_tls_key_file": str(tls["key"]),
         "kallikratis_data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
+        "kallikratis_apt_sources": [
+            {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}
+            for src in m.apt_sources
+        ],
     }

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kallikratis import inventory, model, paths
+from kallikratis.errors import InventoryError, Problem
 from kallikratis.keys import KeyPair
 
 CRETE = paths.PROJECT_ROOT / "inventories" / "crete"
@@ -162,3 +164,42 @@ def check_golden(name: str, text: str) -> None:
     assert path.exists(), f"missing golden file {path}: run with KALLIKRATIS_UPDATE_GOLDEN=1"
     expected = path.read_text(encoding="utf-8")
     assert text == expected, f"{name} differs from its golden file {path}"
+
+
+# --------------------------------------------------------------------------- bad inputs
+
+HOSTS = "hosts.yml"
+FLEET = "group_vars/all/fleet.yml"
+HERSO_VARS = "host_vars/hersonissos.yml"
+
+
+@dataclass(frozen=True)
+class Bad:
+    """One mutation of the Crete copy and the problem it must produce."""
+
+    mutate: Callable[[InventoryCopy], None]
+    file: str  # relative to the inventory directory
+    entry: str
+    field: str
+    text: str = ""  # a fragment the message must contain
+    also: tuple[str, ...] = ()  # fields of the same entry that are wrong as a consequence
+
+
+def assert_one_problem(err: InventoryError, root: Path, case: Bad) -> Problem:
+    assert err.exit_code == 2
+    expected_file = str(root / case.file)
+    matching = [
+        p
+        for p in err.problems
+        if p.file == expected_file and p.entry == case.entry and p.field == case.field
+    ]
+    assert matching, f"no problem for {case.file}: {case.entry}: {case.field} in {err.problems}"
+    others = [(p.file, p.entry, p.field) for p in err.problems if p is not matching[0]]
+    assert sorted(others) == [(expected_file, case.entry, f) for f in case.also], (
+        f"one mutation, one problem expected: {err.problems}"
+    )
+    problem = matching[0]
+    assert case.text in problem.message
+    # the rendered message a sysadmin reads carries file, entry and field too
+    assert f"{expected_file}: {case.entry}: {case.field}: " in err.message
+    return problem

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from kallikratis import inventory
-from kallikratis.errors import InventoryError, Problem
+from kallikratis.errors import InventoryError
 from kallikratis.hypervisor import connect
-from support import CRETE, GREEK, HOSTILE_NAME, SLUGS, InventoryCopy
+from support import (
+    CRETE,
+    FLEET,
+    GREEK,
+    HERSO_VARS,
+    HOSTILE_NAME,
+    HOSTS,
+    SLUGS,
+    Bad,
+    InventoryCopy,
+    assert_one_problem,
+)
 
 # --------------------------------------------------------------------------- the shipped fleet
 
@@ -141,22 +150,6 @@ def test_hostile_display_names_are_valid_and_round_trip(inv: InventoryCopy, name
 
 # --------------------------------------------------------------------------- bad inputs
 
-
-@dataclass(frozen=True)
-class Bad:
-    """One mutation of the Crete copy and the problem it must produce."""
-
-    mutate: Callable[[InventoryCopy], None]
-    file: str  # relative to the inventory directory
-    entry: str
-    field: str
-    text: str = ""  # a fragment the message must contain
-    also: tuple[str, ...] = ()  # fields of the same entry that are wrong as a consequence
-
-
-HOSTS = "hosts.yml"
-FLEET = "group_vars/all/fleet.yml"
-HERSO_VARS = "host_vars/hersonissos.yml"
 
 BAD_CASES: dict[str, Bad] = {
     # a bad slug also makes the default domain <slug>.crete.kallikratis.test invalid
@@ -565,33 +558,13 @@ BAD_CASES["uri-in-group-vars"] = Bad(
 )
 
 
-def _assert_one_problem(err: InventoryError, root: Path, case: Bad) -> Problem:
-    assert err.exit_code == 2
-    expected_file = str(root / case.file)
-    matching = [
-        p
-        for p in err.problems
-        if p.file == expected_file and p.entry == case.entry and p.field == case.field
-    ]
-    assert matching, f"no problem for {case.file}: {case.entry}: {case.field} in {err.problems}"
-    others = [(p.file, p.entry, p.field) for p in err.problems if p is not matching[0]]
-    assert sorted(others) == [(expected_file, case.entry, f) for f in case.also], (
-        f"one mutation, one problem expected: {err.problems}"
-    )
-    problem = matching[0]
-    assert case.text in problem.message
-    # the rendered message a sysadmin reads carries file, entry and field too
-    assert f"{expected_file}: {case.entry}: {case.field}: " in err.message
-    return problem
-
-
 @pytest.mark.parametrize("case_id", list(BAD_CASES))
 def test_bad_input_is_reported_with_file_entry_and_field(inv: InventoryCopy, case_id: str) -> None:
     case = BAD_CASES[case_id]
     case.mutate(inv)
     with pytest.raises(InventoryError) as err:
         inv.load()
-    _assert_one_problem(err.value, inv.root, case)
+    assert_one_problem(err.value, inv.root, case)
 
 
 @pytest.mark.parametrize("which", ["hosts", "group_vars", "host_vars"])
