@@ -19,6 +19,8 @@ SECRET_NAMES = (
     "vault_portal_admin_password",
     "vault_portal_db_password",
     "vault_education_admin_password",
+    # header X-Kallikratis-Maintenance-Bypass: <token> is served normally in maintenance mode
+    "vault_web_maintenance_bypass",
 )
 
 
@@ -26,19 +28,39 @@ def vault_file(fleet: model.Fleet, slug: str) -> Path:
     return fleet.inventory / "host_vars" / slug / "vault.yml"
 
 
+def _read_vault(path: Path, keys: KeyStore) -> dict[str, str]:
+    try:
+        plain = keys.vault().decrypt(path.read_bytes())
+    except Exception as exc:  # noqa: BLE001 - ansible raises several error types
+        raise KallikratisError(
+            f"{path}: cannot decrypt with this fleet's vault password "
+            f"({keys.vault_password_file()}): {exc}"
+        ) from exc
+    try:
+        data = yaml.safe_load(plain) or {}
+    except yaml.YAMLError:  # its message would quote the secrets
+        raise KallikratisError(f"{path}: decrypted, but not valid YAML") from None
+    if not isinstance(data, dict):
+        raise KallikratisError(f"{path}: not a mapping of secrets")
+    return data
+
+
+def read_secret(fleet: model.Fleet, slug: str, keys: KeyStore, name: str) -> str:
+    """One secret of a municipality's vault file (decrypted in memory only)."""
+    path = vault_file(fleet, slug)
+    if not path.exists():
+        raise KallikratisError(f"{path}: no vault file yet (a deploy creates it)")
+    value = _read_vault(path, keys).get(name)
+    if not isinstance(value, str) or not value:
+        raise KallikratisError(f"{path}: has no {name} yet (a deploy adds it)")
+    return value
+
+
 def ensure_secrets(fleet: model.Fleet, m: model.Municipality, keys: KeyStore) -> bool:
     """Create or complete the municipality's vault file; True when it was written."""
     path = vault_file(fleet, m.slug)
     vault = keys.vault()
-    current: dict[str, str] = {}
-    if path.exists():
-        try:
-            current = yaml.safe_load(vault.decrypt(path.read_bytes())) or {}
-        except Exception as exc:  # noqa: BLE001 - ansible raises several error types
-            raise KallikratisError(
-                f"{path}: cannot decrypt with this fleet's vault password "
-                f"({keys.vault_password_file()}): {exc}"
-            ) from exc
+    current: dict[str, str] = _read_vault(path, keys) if path.exists() else {}
     missing = [n for n in SECRET_NAMES if not current.get(n)]
     if not missing:
         return False

@@ -1,26 +1,43 @@
 """`kallikratis verify`: the project's testinfra suites (tests/infra) run against the fleet.
 
 Each municipality is reached over the same pinned SSH as everything else (an ssh_config we
-write); what a suite expects of a municipality (domain, display name, modules, CA) comes from
-the inventory through a JSON file named by KALLIKRATIS_VERIFY_SPEC.
+write); what a suite expects of a municipality (domain, display name, modules, CA, watched
+services, maintenance mode expected or not) comes from the inventory through a JSON file named
+by KALLIKRATIS_VERIFY_SPEC.
+
+While a patch run holds a municipality in maintenance mode, nginx answers 503 to everyone but
+requests carrying the header X-Kallikratis-Maintenance-Bypass with the municipality's token
+(vault_web_maintenance_bypass). The tokens reach the suites only through the environment
+variable KALLIKRATIS_VERIFY_BYPASS_TOKENS (JSON slug -> token), never through a file.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kallikratis import model, paths
+from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
+from kallikratis.secrets import read_secret
 from kallikratis.stackvars import tls_paths
 
+log = logging.getLogger(__name__)
+
 SUITES = paths.PROJECT_ROOT / "tests" / "infra"
+SPEC_ENV = "KALLIKRATIS_VERIFY_SPEC"
+#: JSON {slug: token} for the maintenance bypass header (tests/infra/conftest.py reads it)
+BYPASS_ENV = "KALLIKRATIS_VERIFY_BYPASS_TOKENS"
+BYPASS_HEADER = "X-Kallikratis-Maintenance-Bypass"
+BYPASS_SECRET = "vault_web_maintenance_bypass"
 
 
 @dataclass(frozen=True)
@@ -56,7 +73,14 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
     return path
 
 
-def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_dir: Path) -> Path:
+def write_spec(
+    fleet: model.Fleet,
+    selection: list[model.Municipality],
+    state_dir: Path,
+    *,
+    maintenance: bool = False,
+) -> Path:
+    """What the suites expect of each municipality; no secret ever goes into this file."""
     spec = {
         m.slug: {
             "slug": m.slug,
@@ -71,6 +95,8 @@ def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_di
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
             "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
             "datasets": list(m.datasets),
+            "watch_services": list(m.watch_services),
+            "maintenance": maintenance,
         }
         for m in selection
     }
@@ -79,15 +105,42 @@ def write_spec(fleet: model.Fleet, selection: list[model.Municipality], state_di
     return path
 
 
+def bypass_tokens(
+    fleet: model.Fleet, selection: list[model.Municipality], keys: KeyStore, *, required: bool
+) -> tuple[dict[str, str], list[Check]]:
+    """The maintenance bypass token of each municipality that has one.
+
+    A municipality without one (never deployed since the token was introduced) is a failed
+    check when *required* (maintenance mode expected), else it is just verified without it.
+    """
+    tokens: dict[str, str] = {}
+    missing: list[Check] = []
+    for m in selection:
+        try:
+            tokens[m.slug] = read_secret(fleet, m.slug, keys, BYPASS_SECRET)
+        except KallikratisError as exc:
+            if required:
+                missing.append(Check(m.slug, "maintenance_bypass_token", False, exc.message))
+            else:
+                log.debug("%s: verifying without the maintenance bypass: %s", m.slug, exc)
+    return tokens, missing
+
+
 def run(
     fleet: model.Fleet,
     selection: list[model.Municipality],
     state_dir: Path,
     keyword: str | None = None,
+    *,
+    maintenance: bool = False,
 ) -> tuple[list[Check], float]:
+    """Run the suites; *maintenance*: the municipalities are expected to be in maintenance
+    mode (a patch run verifies before leaving it), else expected NOT to be."""
+    keys = KeyStore(state_dir, fleet.name)
+    tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
     ssh_config = write_ssh_config(fleet, state_dir)
-    spec = write_spec(fleet, selection, state_dir)
-    junit = KeyStore(state_dir, fleet.name).dir / f"verify-{os.getpid()}.xml"
+    spec = write_spec(fleet, selection, state_dir, maintenance=maintenance)
+    junit = keys.dir / f"verify-{os.getpid()}.xml"
     hosts = ",".join(f"ssh://{m.slug}" for m in selection)
     argv = [
         sys.executable,
@@ -105,15 +158,28 @@ def run(
     ]
     if keyword:
         argv += ["-k", keyword]
-    env = dict(os.environ, KALLIKRATIS_VERIFY_SPEC=str(spec))
+    env = dict(os.environ)
+    env[SPEC_ENV] = str(spec)
+    env[BYPASS_ENV] = json.dumps(tokens)
     start = time.monotonic()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=SUITES)
     took = time.monotonic() - start
     if not junit.exists():
-        return [Check("*", "testinfra", False, (done.stdout + done.stderr)[-2000:])], took
-    checks = parse_junit(junit.read_text())
+        output = _redact(done.stdout + done.stderr, tokens.values())
+        return [*missing, Check("*", "testinfra", False, output[-2000:])], took
+    checks = [
+        replace(c, message=_redact(c.message, tokens.values()))
+        for c in parse_junit(junit.read_text())
+    ]
     junit.unlink(missing_ok=True)
-    return checks, took
+    return [*missing, *checks], took
+
+
+def _redact(text: str, secrets: Iterable[str]) -> str:
+    """Failure output may quote request headers: never let a token through."""
+    for secret in secrets:
+        text = text.replace(secret, "<redacted>")
+    return text
 
 
 def parse_junit(text: str) -> list[Check]:

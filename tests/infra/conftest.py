@@ -1,9 +1,16 @@
 """Fixtures for the testinfra suites that `kallikratis verify` runs against the fleet.
 
 `kallikratis verify` passes --hosts=ssh://<slug>,... and names, in KALLIKRATIS_VERIFY_SPEC, a JSON
-file {slug: {slug, display_name, domain, ip, modules, all_modules, ca_file, mgmt_network}}.
-HTTP(S) checks run FROM THE CONTROLLER to the VM's address, with the fleet CA as the only trust
-anchor and the municipality's domain as SNI and Host (no DNS needed).
+file {slug: {slug, display_name, domain, ip, modules, all_modules, ca_file, mgmt_network,
+watch_services, maintenance, ...}}. HTTP(S) checks run FROM THE CONTROLLER to the VM's address,
+with the fleet CA as the only trust anchor and the municipality's domain as SNI and Host (no
+DNS needed).
+
+Maintenance mode (a patch run verifies before leaving it): every HTTPS request carries the
+municipality's bypass token in X-Kallikratis-Maintenance-Bypass when verify passed one
+(environment variable KALLIKRATIS_VERIFY_BYPASS_TOKENS, JSON {slug: token}, never a file), so
+the checks see the site as it will be; test_web checks the maintenance page itself without it.
+Plain HTTP only redirects (maintenance mode does not apply there): no token over cleartext.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_data import BYPASS_HEADER, bypass_token
 
 SPEC_ENV = "KALLIKRATIS_VERIFY_SPEC"
 TIMEOUT = 30
@@ -48,6 +56,7 @@ class Web:
     ip: str
     domain: str
     ca_file: str
+    bypass_token: str = field(default="", repr=False)
 
     def tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=self.ca_file)  # the only trust anchor
@@ -68,7 +77,12 @@ class Web:
         finally:
             conn.close()
 
-    def https(self, path: str = "/", headers: dict[str, str] | None = None) -> Response:
+    def https(
+        self, path: str = "/", headers: dict[str, str] | None = None, *, bypass: bool = True
+    ) -> Response:
+        """GET over TLS; *bypass*: with the maintenance bypass header (when a token is known)."""
+        if bypass and self.bypass_token:
+            headers = {BYPASS_HEADER: self.bypass_token, **(headers or {})}
         # Connect to the IP; SNI and certificate name check use the domain.
         raw = socket.create_connection((self.ip, 443), timeout=TIMEOUT)
         conn = http.client.HTTPConnection(self.domain, 443, timeout=TIMEOUT)
@@ -115,7 +129,7 @@ def spec(host: Any, fleet_spec: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 @pytest.fixture
 def web(spec: dict[str, Any]) -> Web:
-    return Web(spec["ip"], spec["domain"], spec["ca_file"])
+    return Web(spec["ip"], spec["domain"], spec["ca_file"], bypass_token(spec["slug"]))
 
 
 @pytest.fixture

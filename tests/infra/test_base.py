@@ -28,6 +28,12 @@ def test_base_services_running(host: Any) -> None:
     assert not bad, f"not running or not enabled: {bad}"
 
 
+def test_watched_services_running(host: Any, spec: dict[str, Any]) -> None:
+    # The inventory's watch_services: units a municipality needs beyond the stack's own.
+    bad = [s for s in spec.get("watch_services", []) if not host.service(s).is_running]
+    assert not bad, f"watched services not running: {bad}"
+
+
 def test_sshd_no_root_no_passwords(host: Any) -> None:
     with host.sudo():
         out = host.check_output("sshd -T")

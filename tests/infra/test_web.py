@@ -8,8 +8,11 @@ import ssl
 from typing import Any
 
 import pytest
+from helpers_data import BYPASS_HEADER
 
 SECURITY_HEADERS = ("strict-transport-security", "x-content-type-options", "referrer-policy")
+BYPASS_CONF = "/etc/nginx/kallikratis-maintenance-bypass.conf"  # roles/web
+MAINTENANCE_WORDS = ("Εργασίες συντήρησης", "Scheduled maintenance")
 
 
 def test_nginx_running(host: Any) -> None:
@@ -84,7 +87,34 @@ def test_maintenance_mode_prepared(host: Any, spec: dict[str, Any]) -> None:
     vhost = host.file("/etc/nginx/conf.d/kallikratis.conf")
     assert vhost.contains(r"if (-f /etc/kallikratis/maintenance)")
     assert vhost.contains("error_page 503")
-    assert not host.file("/etc/kallikratis/maintenance").exists, "maintenance mode is on"
+    assert vhost.contains(f"include {BYPASS_CONF};")
+    flag = host.file("/etc/kallikratis/maintenance").exists
+    expected = bool(spec.get("maintenance", False))
+    assert flag is expected, "maintenance mode is " + ("on" if flag else "off")
+
+
+def test_maintenance_bypass_token_protected(host: Any) -> None:
+    # It holds the secret: readable by root (the nginx master) only.
+    with host.sudo():
+        conf = host.file(BYPASS_CONF)
+        assert conf.exists
+        assert conf.user == "root" and conf.group == "root" and conf.mode == 0o640
+        assert conf.contains("http_x_kallikratis_maintenance_bypass")
+
+
+def test_maintenance_page_as_expected(web: Any, spec: dict[str, Any]) -> None:
+    """Without the bypass header, citizens see the maintenance page exactly while a patch run
+    holds the municipality in maintenance mode (a VM left in it fails a plain verify)."""
+    res = web.https("/", bypass=False)
+    maintenance_page = res.status == 503 and all(word in res.text for word in MAINTENANCE_WORDS)
+    if not spec.get("maintenance", False):
+        assert not maintenance_page, "the site answers 503 with the maintenance page"
+        return
+    assert res.status == 503, f"expected 503 with the maintenance page, got HTTP {res.status}"
+    assert maintenance_page, f"503 without the maintenance page: {res.text[:200]!r}"
+    assert res.headers.get("retry-after"), "no Retry-After on the maintenance page"
+    wrong = web.https("/", headers={BYPASS_HEADER: "not-the-token-0123456789"}, bypass=False)
+    assert wrong.status == 503, f"a wrong bypass token got HTTP {wrong.status}"
 
 
 def test_private_key_protected(host: Any) -> None:
