@@ -162,7 +162,12 @@ def run(
     env[SPEC_ENV] = str(spec)
     env[BYPASS_ENV] = json.dumps(tokens)
     start = time.monotonic()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, cwd=SUITES)
+    try:
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, check=False, cwd=SUITES
+        )
+    finally:
+        close_masters(ssh_config, selection)
     took = time.monotonic() - start
     if not junit.exists():
         output = _redact(done.stdout + done.stderr, tokens.values())
@@ -173,6 +178,18 @@ def run(
     ]
     junit.unlink(missing_ok=True)
     return [*missing, *checks], took
+
+
+def close_masters(ssh_config: Path, selection: list[model.Municipality]) -> None:
+    """End the run's SSH control masters: a VM rebooted or reverted after this run must not
+    be reached through a connection to its previous life."""
+    for m in selection:
+        subprocess.run(
+            ["ssh", "-F", str(ssh_config), "-O", "exit", m.slug],
+            capture_output=True,
+            timeout=15,
+            check=False,
+        )
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:

@@ -28,6 +28,7 @@ COMMANDS = [
     "deploy",
     "verify",
     "onboard",
+    "patch",
     "history",
     "schedule",
 ]

@@ -109,8 +109,12 @@ class FakePytest:
         self.failure = failure
         self.env: dict[str, str] = {}
         self.spec = ""
+        self.closed: list[str] = []
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "ssh":  # closing the run's SSH control masters
+            self.closed.append(argv[-1])
+            return subprocess.CompletedProcess(argv, 255, "", "")
         self.env = kwargs["env"]
         self.spec = Path(self.env[verify.SPEC_ENV]).read_text()
         junit = Path(next(a for a in argv if a.startswith("--junitxml=")).split("=", 1)[1])
