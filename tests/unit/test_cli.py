@@ -197,3 +197,27 @@ def test_help_of_every_command(command: str | None) -> None:
 
 def test_every_command_is_covered_by_the_help_test() -> None:
     assert sorted(main_group.commands) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("patch",), "name the municipalities, or pass --all"),
+        (("patch", "--all", "--batch", "0"), "--batch must be"),
+        (("patch", "--all", "--max-fail", "lots"), "--max-fail must be"),
+        (("patch", "nowhere"), "unknown municipality"),
+    ],
+)
+def test_patch_bad_arguments_exit_2_before_any_change(
+    test_inv: InventoryCopy,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    message: str,
+) -> None:
+    state = tmp_path / "patch-state"
+    monkeypatch.setenv("KALLIKRATIS_STATE_DIR", str(state))
+    done = _kk(test_inv, *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert not (state / "journal.sqlite").exists(), "a refused run is not journaled"

@@ -29,7 +29,7 @@ class PatchError(KallikratisError):
     exit_code = 5
 
 
-def _steps(ctx: Context, board: PhaseBoard) -> patch.Steps:
+def _steps(ctx: Context, board: PhaseBoard, record: RunRecord) -> patch.Steps:
     engine = ctx.engine
 
     def deploy(members: list[model.Municipality], check: bool) -> dict[str, tuple[bool, int, str]]:
@@ -45,6 +45,8 @@ def _steps(ctx: Context, board: PhaseBoard) -> patch.Steps:
             check=check,
             progress=task,
         )
+        if not check:
+            record.artifacts(run.artifacts)  # the journal keeps the last deploy's artifacts
         out = {}
         for slug, host in run.hosts.items():
             why = host.result
@@ -231,7 +233,7 @@ def patch_cmd(
         title = "patch" + (" --dry-run" if dry_run else "")
         with PhaseBoard([m.slug for m in selection], title) as board:
             run = patch.PatchRun(
-                engine, selection, options, _steps(ctx, board), board, _journal(record)
+                engine, selection, options, _steps(ctx, board, record), board, _journal(record)
             )
             outcomes = run.run()
         if as_json:
