@@ -39,12 +39,12 @@ def baseline_virsh_create() -> float:
         m = fleet.municipalities[0]
         engine.keys.ensure_client_key()
         pair = engine.keys.host_key(m.slug)
-        engine._write_known_hosts()
+        engine.write_known_hosts()
         image = engine.prepare(m.hypervisor, lambda *_: None)
         assert image is not None and pair is not None
         docs = engine.documents(m, pair, image.version)
         be = engine.backend(m.hypervisor)
-        engine._write_seed(be, m, docs)
+        engine.write_seed(be, m, docs)
         disk, _ = volume_names(m)
         from kallikratis import render
 

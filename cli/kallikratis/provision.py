@@ -251,7 +251,7 @@ class Engine:
         self.keys.ensure_client_key()
         for m in selection:  # keys first, serially: one known_hosts writer
             self.keys.host_key(m.slug)
-        self._write_known_hosts()
+        self.write_known_hosts()
         live = self._live()
         golden_by_hv = {}
         for hv in sorted({m.hypervisor for m in selection}):
@@ -265,7 +265,7 @@ class Engine:
             ]
             return [f.result() for f in futures]
 
-    def _write_known_hosts(self) -> None:
+    def write_known_hosts(self) -> None:
         entries = {}
         for m in self.fleet.municipalities:
             pair = self.keys.host_key(m.slug, create=False)
@@ -333,7 +333,7 @@ class Engine:
             be.start_domain(m.vm_name)
             return "started", f"was {dom.state}"
         progress(m.slug, "writing seed")
-        self._write_seed(be, m, docs)
+        self.write_seed(be, m, docs)
         if not have_disk:
             if image is None:
                 image = self.prepare(m.hypervisor, progress, need_image=True)
@@ -359,7 +359,7 @@ class Engine:
         be.start_domain(m.vm_name)
         return ("changed", "restarted") if dom else ("created", "")
 
-    def _write_seed(self, be: LibvirtBackend, m: model.Municipality, docs: dict[str, str]) -> None:
+    def write_seed(self, be: LibvirtBackend, m: model.Municipality, docs: dict[str, str]) -> None:
         pool = self.fleet.pool.name
         _, seed_vol = volume_names(m)
         data = Seed(docs["user-data"], docs["meta-data"], docs["network-config"]).iso()
@@ -405,7 +405,7 @@ class Engine:
             out.append(
                 UpResult(slug, "destroyed" if removed else "absent", "", time.monotonic() - start)
             )
-        self._write_known_hosts()
+        self.write_known_hosts()
         return out
 
     # -- status ----------------------------------------------------------------------------
