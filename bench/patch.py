@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from benchlib import BenchFleet, row  # noqa: E402
+from kallikratis.hypervisor import LibvirtBackend, snapshots  # noqa: E402
 
 from tests.e2e.aptrepo import AptRepo  # noqa: E402
 
@@ -66,11 +67,8 @@ def revert_all(conn: libvirt.virConnect, bf: BenchFleet) -> None:
         dom.revertToSnapshot(
             dom.snapshotLookupByName(BASE, 0), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
         )
-        try:
-            dom.setTime({"seconds": int(time.time()), "nseconds": 0}, 0)
-        except libvirt.libvirtError as exc:  # the system clock is set before hwclock runs
-            if "hwclock" not in str(exc):
-                raise
+        if not snapshots.sync_guest_clock(LibvirtBackend("qemu:///system", conn), dom.name()):
+            ssh(bf, slug, f"sudo date -u -s @{int(time.time())}")
         for snap in dom.listAllSnapshots():
             if snap.getName() != BASE:
                 snap.delete(0)
