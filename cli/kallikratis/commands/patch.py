@@ -14,11 +14,10 @@ from kallikratis.commands.audit import audited
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
 from kallikratis.commands.lifecycle import _selection, all_opt, names_arg
 from kallikratis.commands.progress import PhaseBoard
+from kallikratis.commands.stack import prepare_stack
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
-from kallikratis.pki import FleetCA
-from kallikratis.secrets import ensure_secrets
 
 COLOURS = {"patched": "green", "unchanged": "green", "planned": "cyan", "failed": "red"}
 
@@ -213,14 +212,10 @@ def patch_cmd(
     patch.waves([m.slug for m in selection], canary, batch)
     patch.allowed_failures(max_fail, len(selection))
     engine = ctx.engine
-    engine.keys.ensure_client_key()
     if not dry_run:
         _interrupt_on_sigterm()
     with audited(ctx, "patch", [m.slug for m in selection], changes=not dry_run) as record:
-        ca = FleetCA(engine.state_dir, ctx.fleet)
-        for m in selection:
-            ensure_secrets(ctx.fleet, m, engine.keys)
-            ca.ensure_cert(m)
+        prepare_stack(ctx, selection)
         options = patch.Options(
             security_only=security_only,
             canary=canary,

@@ -15,15 +15,21 @@ from kallikratis.pki import FleetCA
 from kallikratis.secrets import ensure_secrets
 
 
-def run_deploy(
-    ctx: Context, selection: tuple[model.Municipality, ...], check: bool, as_json: bool
-) -> ansible.PlaybookRun:
+def prepare_stack(ctx: Context, selection: tuple[model.Municipality, ...]) -> None:
+    """What a playbook run needs first: the automation key, each one's secrets and TLS cert."""
     engine = ctx.engine
     engine.keys.ensure_client_key()
     ca = FleetCA(engine.state_dir, ctx.fleet)
     for m in selection:
         ensure_secrets(ctx.fleet, m, engine.keys)
         ca.ensure_cert(m)
+
+
+def run_deploy(
+    ctx: Context, selection: tuple[model.Municipality, ...], check: bool, as_json: bool
+) -> ansible.PlaybookRun:
+    engine = ctx.engine
+    prepare_stack(ctx, selection)
     with PhaseBoard([m.slug for m in selection], "deploy" + (" --check" if check else "")) as b:
         run = ansible.run_playbook(
             "site.yml",
