@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kallikratis import images, render
+from kallikratis import images, recipes, render
 from kallikratis.errors import ImageError
 from kallikratis.hypervisor import LibvirtBackend
 
@@ -56,7 +56,7 @@ def _read_marker(backend: LibvirtBackend, pool: str, volume: str) -> str:
 def ensure_published(
     backend: LibvirtBackend,
     pool: str,
-    recipe: images.Recipe,
+    recipe: recipes.Recipe,
     cache: Path,
     progress: Callable[[str], None] | None = None,
 ) -> PublishedImage:

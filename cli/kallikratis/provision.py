@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kallikratis import golden, images, model, paths, render
+from kallikratis import golden, model, paths, recipes, render
 from kallikratis.errors import HypervisorError, KallikratisError
 from kallikratis.hypervisor import DomainInfo, LibvirtBackend, connect
 from kallikratis.keys import KeyPair, KeyStore
@@ -97,8 +97,8 @@ class Engine:
                 self._backends[hv_name] = self._factory(self.fleet.hypervisors[hv_name].uri)
             return self._backends[hv_name]
 
-    def recipe(self) -> images.Recipe:
-        return images.load_recipe(self.images_dir, self.fleet.image)
+    def recipe(self) -> recipes.Recipe:
+        return recipes.load_recipe(self.images_dir, self.fleet.image)
 
     def spec(self, m: model.Municipality) -> dict[str, Any]:
         return model.vm_spec(self.fleet, m, "")

@@ -7,9 +7,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from kallikratis import images
+from kallikratis import imagebuilder, images, recipes
 from kallikratis.errors import ImageError
-from kallikratis.images import BuiltImage, Recipe
+from kallikratis.images import BuiltImage
+from kallikratis.recipes import Recipe
 
 REPO_IMAGES = Path(__file__).resolve().parents[2] / "vm_images"
 
@@ -48,7 +49,7 @@ def fake_cached(cache_dir: Path, recipe: Recipe) -> Path:
 
 def test_load_valid_recipe(tmp_path: Path) -> None:
     recipe_dir = write_recipe(tmp_path)
-    recipe = images.load_recipe(tmp_path, "demo")
+    recipe = recipes.load_recipe(tmp_path, "demo")
     assert recipe.name == "demo"
     assert recipe.path == recipe_dir
     assert recipe.suite == "trixie"
@@ -62,18 +63,18 @@ def test_list_recipes_only_dirs_with_recipe(tmp_path: Path) -> None:
     write_recipe(tmp_path, "b")
     write_recipe(tmp_path, "a")
     (tmp_path / "not-a-recipe").mkdir()
-    assert images.list_recipes(tmp_path) == ["a", "b"]
+    assert recipes.list_recipes(tmp_path) == ["a", "b"]
 
 
 def test_list_recipes_missing_dir(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not found"):
-        images.list_recipes(tmp_path / "nope")
+        recipes.list_recipes(tmp_path / "nope")
 
 
 def test_unknown_recipe_names_known_ones(tmp_path: Path) -> None:
     write_recipe(tmp_path, "demo")
     with pytest.raises(ImageError, match=r"no such image recipe \(known: demo\)"):
-        images.load_recipe(tmp_path, "other")
+        recipes.load_recipe(tmp_path, "other")
 
 
 @pytest.mark.parametrize(
@@ -97,7 +98,7 @@ def test_invalid_field_names_file_and_field(
     assert old in VALID
     write_recipe(tmp_path, text=VALID.replace(old, new, 1))
     with pytest.raises(ImageError, match=message) as info:
-        images.load_recipe(tmp_path, "demo")
+        recipes.load_recipe(tmp_path, "demo")
     assert str(tmp_path / "demo" / "recipe.yml") in info.value.message
 
 
@@ -105,18 +106,18 @@ def test_empty_package_list(tmp_path: Path) -> None:
     text = VALID.replace(VALID.splitlines()[-1], "packages: []")
     write_recipe(tmp_path, text=text)
     with pytest.raises(ImageError, match="packages: must be a non-empty list"):
-        images.load_recipe(tmp_path, "demo")
+        recipes.load_recipe(tmp_path, "demo")
 
 
 @pytest.mark.parametrize("text", ["- just\n- a list\n", "key: [unclosed\n", ""])
 def test_malformed_yaml(tmp_path: Path, text: str) -> None:
     write_recipe(tmp_path, text=text)
     with pytest.raises(ImageError, match=r"recipe\.yml: (cannot read recipe|top level)"):
-        images.load_recipe(tmp_path, "demo")
+        recipes.load_recipe(tmp_path, "demo")
 
 
 def test_repository_recipe_is_valid() -> None:
-    recipe = images.load_recipe(REPO_IMAGES, "debian13")
+    recipe = recipes.load_recipe(REPO_IMAGES, "debian13")
     assert recipe.suite == "trixie"
     for package in ("linux-image-cloud-amd64", "grub-pc", "cloud-init", "openssh-server", "sudo"):
         assert package in recipe.packages
@@ -129,11 +130,11 @@ def test_repository_recipe_is_valid() -> None:
 
 def test_version_is_stable(tmp_path: Path) -> None:
     write_recipe(tmp_path)
-    first = images.load_recipe(tmp_path, "demo").version
-    assert images.load_recipe(tmp_path, "demo").version == first
+    first = recipes.load_recipe(tmp_path, "demo").version
+    assert recipes.load_recipe(tmp_path, "demo").version == first
     other = tmp_path / "copy"
     write_recipe(other)
-    assert images.load_recipe(other, "demo").version == first
+    assert recipes.load_recipe(other, "demo").version == first
 
 
 @pytest.mark.parametrize(
@@ -146,26 +147,26 @@ def test_version_is_stable(tmp_path: Path) -> None:
 )
 def test_version_changes_on_edit(tmp_path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     recipe_dir = write_recipe(tmp_path)
-    before = images.load_recipe(tmp_path, "demo").version
+    before = recipes.load_recipe(tmp_path, "demo").version
     edit(recipe_dir)
-    assert images.load_recipe(tmp_path, "demo").version != before
+    assert recipes.load_recipe(tmp_path, "demo").version != before
 
 
 def test_version_changes_on_rename(tmp_path: Path) -> None:
     recipe_dir = write_recipe(tmp_path)
     (recipe_dir / "a.cfg").write_text("same")
-    before = images.load_recipe(tmp_path, "demo").version
+    before = recipes.load_recipe(tmp_path, "demo").version
     (recipe_dir / "a.cfg").rename(recipe_dir / "b.cfg")
-    assert images.load_recipe(tmp_path, "demo").version != before
+    assert recipes.load_recipe(tmp_path, "demo").version != before
 
 
 def test_version_depends_on_builder_revision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_recipe(tmp_path)
-    before = images.load_recipe(tmp_path, "demo").version
-    monkeypatch.setattr(images, "BUILDER_REVISION", images.BUILDER_REVISION + "-next")
-    assert images.load_recipe(tmp_path, "demo").version != before
+    before = recipes.load_recipe(tmp_path, "demo").version
+    monkeypatch.setattr(recipes, "BUILDER_REVISION", recipes.BUILDER_REVISION + "-next")
+    assert recipes.load_recipe(tmp_path, "demo").version != before
 
 
 # --------------------------------------------------------------------------- cache
@@ -175,13 +176,13 @@ def test_cached_image_reused_without_building(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     path = fake_cached(tmp_path / "cache", recipe)
 
     def no_build(*args: object, **kwargs: object) -> None:
         raise AssertionError("must not build")
 
-    monkeypatch.setattr(images, "_build_raw", no_build)
+    monkeypatch.setattr(imagebuilder, "build_raw", no_build)
     messages: list[str] = []
     image = images.build(recipe, tmp_path / "cache", progress=messages.append)
     assert image == images.cached_image(recipe, tmp_path / "cache")
@@ -195,7 +196,7 @@ def test_cached_image_reused_without_building(
 
 def test_image_without_sidecar_is_not_finished(tmp_path: Path) -> None:
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     path = fake_cached(tmp_path / "cache", recipe)
     (tmp_path / "cache" / f"{path.name}.sha256").unlink()
     assert images.cached_image(recipe, tmp_path / "cache") is None
@@ -204,9 +205,9 @@ def test_image_without_sidecar_is_not_finished(tmp_path: Path) -> None:
 
 def test_edited_recipe_misses_cache(tmp_path: Path) -> None:
     recipe_dir = write_recipe(tmp_path / "images")
-    fake_cached(tmp_path / "cache", images.load_recipe(tmp_path / "images", "demo"))
+    fake_cached(tmp_path / "cache", recipes.load_recipe(tmp_path / "images", "demo"))
     (recipe_dir / "recipe.yml").write_text(VALID.replace("4\n", "6\n"))
-    edited = images.load_recipe(tmp_path / "images", "demo")
+    edited = recipes.load_recipe(tmp_path / "images", "demo")
     assert images.cached_image(edited, tmp_path / "cache") is None
 
 
@@ -215,7 +216,7 @@ def test_cached_images_lists_finished_only(tmp_path: Path) -> None:
     write_recipe(tmp_path / "images", "base", VALID.replace("name: demo", "name: base"))
     cache = tmp_path / "cache"
     for name in ("demo", "base"):
-        fake_cached(cache, images.load_recipe(tmp_path / "images", name))
+        fake_cached(cache, recipes.load_recipe(tmp_path / "images", name))
     fake_qcow2(cache / "demo-000000000000.qcow2")  # interrupted build: no sidecar
     (cache / "notes.qcow2").write_text("not ours")
     found = images.cached_images(cache)
@@ -226,7 +227,7 @@ def test_cached_images_lists_finished_only(tmp_path: Path) -> None:
 
 def test_malformed_sidecar_and_header(tmp_path: Path) -> None:
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     path = fake_cached(tmp_path / "cache", recipe)
     (tmp_path / "cache" / f"{path.name}.sha256").write_text("garbage\n")
     with pytest.raises(ImageError, match="malformed checksum file"):
@@ -238,7 +239,7 @@ def test_malformed_sidecar_and_header(tmp_path: Path) -> None:
 
 def test_build_needs_root_when_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     monkeypatch.setattr(images.os, "geteuid", lambda: 1000)
     with pytest.raises(ImageError, match="needs root"):
         images.build(recipe, tmp_path / "cache")
@@ -257,7 +258,7 @@ def test_failed_build_leaves_nothing_finished(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     cache = tmp_path / "cache"
     stale = cache / ".build-demo-killed"
     stale.mkdir(parents=True)
@@ -267,7 +268,7 @@ def test_failed_build_leaves_nothing_finished(
         raw.write_bytes(b"partial")
         raise ImageError("mmdebstrap failed (exit 1)")
 
-    monkeypatch.setattr(images, "_build_raw", failing_build)
+    monkeypatch.setattr(imagebuilder, "build_raw", failing_build)
     messages: list[str] = []
     with pytest.raises(ImageError, match="mmdebstrap failed"):
         images.build(recipe, cache, progress=messages.append)
@@ -282,7 +283,7 @@ def test_concurrent_build_is_refused(tmp_path: Path) -> None:
     import fcntl
 
     write_recipe(tmp_path / "images")
-    recipe = images.load_recipe(tmp_path / "images", "demo")
+    recipe = recipes.load_recipe(tmp_path / "images", "demo")
     cache = tmp_path / "cache"
     cache.mkdir()
     with (cache / ".build.lock").open("w") as held:

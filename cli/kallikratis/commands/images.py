@@ -7,7 +7,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import golden, images, paths
+from kallikratis import golden, images, paths, recipes
 from kallikratis.commands.common import Context, console, console_err, emit_json, esc, json_option
 
 
@@ -31,7 +31,7 @@ def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -
     ctx: Context = cctx.obj
     if recipe is None:
         recipe = ctx.fleet.image if ctx.inventory_path else "debian13"
-    rec = images.load_recipe(paths.images_dir(), recipe)
+    rec = recipes.load_recipe(paths.images_dir(), recipe)
     built = images.build(
         rec,
         paths.image_cache_dir(),
@@ -70,8 +70,8 @@ def list_(cctx: click.Context, as_json: bool) -> None:
     """Recipes, built images in the cache and, with -i, images published on each hypervisor."""
     ctx: Context = cctx.obj
     rows: list[dict[str, Any]] = []
-    for name in images.list_recipes(paths.images_dir()):
-        rec = images.load_recipe(paths.images_dir(), name)
+    for name in recipes.list_recipes(paths.images_dir()):
+        rec = recipes.load_recipe(paths.images_dir(), name)
         cached = images.cached_image(rec, paths.image_cache_dir())
         rows.append(
             {
