@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from kallikratis import inventory
+from kallikratis.capacity import check_capacity
 from kallikratis.errors import InventoryError
 from kallikratis.hypervisor import connect
 from support import (
@@ -662,7 +663,7 @@ def test_test_driver_reports_the_capacity_the_tests_rely_on(inv: InventoryCopy) 
 
 def test_shipped_sizes_fit_the_test_driver(inv: InventoryCopy) -> None:
     fleet = inv.load()
-    assert inventory.check_capacity(fleet, _test_driver_capacity(inv.use_test_driver())) == []
+    assert check_capacity(fleet, _test_driver_capacity(inv.use_test_driver())) == []
 
 
 @pytest.mark.parametrize("where", ["hosts", "host_vars"])
@@ -685,7 +686,7 @@ def test_sizes_beyond_the_hypervisor(
     else:
         inv.set_host_var_file("hersonissos", profile="large")
         expected_file = inv.host_vars_file("hersonissos")
-    [problem] = inventory.check_capacity(inv.load(), capacity)
+    [problem] = check_capacity(inv.load(), capacity)
     assert (problem.file, problem.entry, problem.field) == (
         str(expected_file),
         "hersonissos",
@@ -697,13 +698,13 @@ def test_sizes_beyond_the_hypervisor(
 def test_exactly_the_hypervisor_size_fits(inv: InventoryCopy) -> None:
     capacity = _test_driver_capacity(inv.use_test_driver())
     inv.set_profile("small", vcpus=16, memory_mib=3072)
-    assert inventory.check_capacity(inv.load(), capacity) == []
+    assert check_capacity(inv.load(), capacity) == []
 
 
 def test_default_profile_beyond_the_hypervisor_names_the_fleet_file(inv: InventoryCopy) -> None:
     capacity = _test_driver_capacity(inv.use_test_driver())
     inv.set_profile("small", memory_mib=4096)
-    problems = inventory.check_capacity(inv.load(), capacity)
+    problems = check_capacity(inv.load(), capacity)
     assert {(p.file, p.entry, p.field) for p in problems} == {
         (str(inv.fleet_vars), s, "profile") for s in SLUGS
     }

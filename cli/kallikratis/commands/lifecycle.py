@@ -8,7 +8,7 @@ import shutil
 import click
 from rich.table import Table
 
-from kallikratis import inventory
+from kallikratis import capacity
 from kallikratis.commands.audit import audited, record_results
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
 from kallikratis.commands.progress import PhaseBoard
@@ -30,7 +30,7 @@ def _selection(ctx: Context, names: tuple[str, ...], all_: bool, *, required: bo
 
 
 def _check_capacity(ctx: Context) -> None:
-    problems = inventory.check_capacity(ctx.fleet, ctx.engine.capacity())
+    problems = capacity.check_capacity(ctx.fleet, ctx.engine.capacity())
     if problems:
         raise InventoryError(problems)
 

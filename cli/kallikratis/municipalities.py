@@ -1,0 +1,240 @@
+"""The municipality entries of an inventory: names, domains, sizes, modules, addresses.
+
+Each entry's IP and MAC get stable hash-chosen defaults that never collide; explicit values
+override. Problems are collected by the :class:`~kallikratis.checker.Checker`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Mapping
+
+from kallikratis import model, opsfields, schedule
+from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
+from kallikratis.varsfiles import RawInventory, Vars
+
+COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+LOGO_RE = re.compile(r"^(https://[^\s\"'<>]+|/[^\s\"'<>]*)$")
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+def _stable_int(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("\0".join(parts).encode()).digest()[:8], "big")
+
+
+def load_municipalities(
+    chk: Checker,
+    raw: RawInventory,
+    gvars: Vars,
+    fleet: str,
+    network: model.Network,
+    profiles: Mapping[str, model.Profile],
+    hypervisors: Mapping[str, model.Hypervisor],
+) -> tuple[model.Municipality, ...]:
+    slugs = raw.groups.get("municipalities", [])
+    hosts = [(s, raw.vars_for_host(s)) for s in slugs]
+    ips = _allocate_ips(chk, hosts, network)
+    macs = _allocate_macs(chk, hosts, fleet)
+    default_hv = sorted(hypervisors)[0] if hypervisors else ""
+    seen_domains: dict[str, str] = {}
+    out = []
+    for slug, hv in hosts:
+        if not DNS_LABEL.match(slug) or len(f"{fleet}-{slug}") > 63:
+            chk.add(None, slug, "name", "must be a DNS label (a-z, 0-9, '-') and a valid VM name")
+        display = hv.get("display_name")
+        if not isinstance(display, str) or not display.strip():
+            chk.add(hv, slug, "display_name", f"missing or not a non-empty string: {display!r}")
+            display = slug
+        domain = hv.get(
+            "domain", f"{slug}.{gvars.get('fleet_domain', fleet + '.kallikratis.test')}"
+        )
+        if not is_fqdn(domain):
+            chk.add(hv, slug, "domain", f"not a valid domain name: {domain!r}")
+        elif domain in seen_domains:
+            chk.add(hv, slug, "domain", f"{domain} is also used by {seen_domains[domain]}")
+        else:
+            seen_domains[domain] = slug
+        profile = _profile_of(chk, hv, slug, profiles, gvars)
+        hyp = hv.get("hypervisor", default_hv)
+        if hyp not in hypervisors:
+            chk.add(
+                hv, slug, "hypervisor", f"unknown hypervisor {hyp!r} (known: {sorted(hypervisors)})"
+            )
+        modules = _modules_of(chk, hv, slug, gvars)
+        language, colour, logo = _presentation_of(chk, hv, slug)
+        patch_window = hv.get("patch_window", "")
+        if problem := schedule.window_error(patch_window):
+            chk.add(hv, slug, "patch_window", problem)
+            patch_window = ""
+        out.append(
+            model.Municipality(
+                slug=slug,
+                vm_name=f"{fleet}-{slug}",
+                display_name=display,
+                domain=str(domain),
+                profile=profile,
+                modules=modules,
+                ip=ips[slug],
+                mac=macs[slug],
+                hypervisor=str(hyp),
+                language=language,
+                branding_colour=colour,
+                branding_logo=logo,
+                datasets=_datasets_of(chk, raw, hv, slug, modules),
+                patch_window=str(patch_window or ""),
+                watch_services=chk.shared(hv, slug, "watch_services", opsfields.watch_services),
+                patch_keep_snapshots=chk.shared(
+                    hv, slug, "patch_keep_snapshots", opsfields.patch_keep_snapshots
+                ),
+                apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
+                vars=dict(hv.values),
+                origin=dict(hv.origin),
+            )
+        )
+    return tuple(out)
+
+
+def _presentation_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, str, str]:
+    language = hv.get("language", "el")
+    if language not in model.LANGUAGES:
+        chk.add(hv, slug, "language", f"must be one of {list(model.LANGUAGES)}, got {language!r}")
+        language = "el"
+    branding = hv.get("branding") or {}
+    if not isinstance(branding, dict):
+        chk.add(hv, slug, "branding", "must be a mapping with colour and logo")
+        branding = {}
+    colour = branding.get("colour", "#1f4e79")
+    if not isinstance(colour, str) or not COLOUR_RE.match(colour):
+        chk.add(hv, slug, "branding.colour", f"must be a colour like '#1f4e79', got {colour!r}")
+        colour = "#1f4e79"
+    logo = branding.get("logo", "")
+    if not isinstance(logo, str) or (logo and not LOGO_RE.match(logo)):
+        chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
+        logo = ""
+    return str(language), colour.lower(), logo
+
+
+def _datasets_of(
+    chk: Checker, raw: RawInventory, hv: Vars, slug: str, modules: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Open-data CSVs in host_vars/<slug>/data/.
+
+    Without a `datasets` list, whatever CSVs are there (maybe none: onboarding stays one
+    entry); every dataset a list names must have its CSV.
+    """
+    data_dir = raw.hosts_file.parent / "host_vars" / slug / "data"
+    present = sorted(p.stem for p in data_dir.glob("*.csv")) if data_dir.is_dir() else []
+    wanted = hv.get("datasets", present)
+    if not isinstance(wanted, list) or not all(isinstance(d, str) for d in wanted):
+        chk.add(hv, slug, "datasets", "must be a list of dataset names")
+        return ()
+    if "opendata" not in modules:
+        return tuple(wanted)
+    for name in wanted:
+        csv = data_dir / f"{name}.csv"
+        if not csv.is_file():
+            chk.add(hv, slug, "datasets", f"missing CSV {csv}")
+            continue
+        try:
+            header = csv.read_text(encoding="utf-8").splitlines()[:1]
+        except (OSError, UnicodeDecodeError) as exc:
+            chk.add(hv, slug, "datasets", f"{csv} is not readable UTF-8 text: {exc}")
+            continue
+        if not header or not header[0].strip():
+            chk.add(hv, slug, "datasets", f"{csv} has no header row")
+    return tuple(wanted)
+
+
+def _profile_of(
+    chk: Checker, hv: Vars, slug: str, profiles: Mapping[str, model.Profile], gvars: Vars
+) -> model.Profile:
+    name = hv.get("profile", gvars.get("default_profile", next(iter(profiles), "small")))
+    if name not in profiles:
+        chk.add(hv, slug, "profile", f"unknown profile {name!r} (known: {sorted(profiles)})")
+        return next(iter(profiles.values()), model.Profile("small", 1, 1024, 10))
+    return profiles[name]
+
+
+def _modules_of(chk: Checker, hv: Vars, slug: str, gvars: Vars) -> tuple[str, ...]:
+    mods = hv.get("modules", gvars.get("default_modules", ["portal", "opendata"]))
+    if not isinstance(mods, list):
+        chk.add(hv, slug, "modules", f"must be a list, got {mods!r}")
+        return ()
+    for mod in mods:
+        if mod not in model.MODULES:
+            chk.add(hv, slug, "modules", f"unknown module {mod!r} (known: {list(model.MODULES)})")
+    return tuple(str(m) for m in mods if m in model.MODULES)
+
+
+def _allocate_ips(
+    chk: Checker, hosts: list[tuple[str, Vars]], net: model.Network
+) -> dict[str, ipaddress.IPv4Address]:
+    """Explicit IPs first; the rest get a stable hash-chosen free address."""
+    reserved = {net.cidr.network_address, net.cidr.broadcast_address, net.gateway}
+    taken: dict[ipaddress.IPv4Address, str] = {}
+    out: dict[str, ipaddress.IPv4Address] = {}
+    for slug, hv in hosts:
+        if "ip" not in hv.values:
+            continue
+        try:
+            ip = ipaddress.IPv4Address(str(hv.get("ip")))
+        except ValueError:
+            chk.add(hv, slug, "ip", f"not an IPv4 address: {hv.get('ip')!r}")
+            continue
+        if ip not in net.cidr:
+            chk.add(hv, slug, "ip", f"{ip} is outside the fleet network {net.cidr}")
+        elif ip in reserved:
+            chk.add(hv, slug, "ip", f"{ip} is the network, gateway or broadcast address")
+        elif ip in taken:
+            chk.add(hv, slug, "ip", f"{ip} is also used by {taken[ip]}")
+        else:
+            taken[ip] = slug
+        out[slug] = ip
+    first = 10 if net.cidr.num_addresses > 32 else 2
+    pool = [a for a in list(net.cidr)[first:-1] if a not in reserved]
+    for slug, _ in sorted(hosts, key=lambda h: (_stable_int("ip", h[0]), h[0])):
+        if slug in out:
+            continue
+        free = [a for a in pool if a not in taken]
+        if not free:
+            chk.add(None, slug, "ip", f"no free address left in {net.cidr}")
+            out[slug] = net.gateway
+            continue
+        start = _stable_int("ip", slug) % len(pool)
+        ip = next(
+            pool[(start + i) % len(pool)]
+            for i in range(len(pool))
+            if pool[(start + i) % len(pool)] not in taken
+        )
+        taken[ip] = slug
+        out[slug] = ip
+    return out
+
+
+def _allocate_macs(chk: Checker, hosts: list[tuple[str, Vars]], fleet: str) -> dict[str, str]:
+    taken: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for slug, hv in hosts:
+        if "mac" in hv.values:
+            mac = str(hv.get("mac")).lower()
+            if not MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+                chk.add(hv, slug, "mac", f"not a unicast MAC address: {hv.get('mac')!r}")
+            elif mac in taken:
+                chk.add(hv, slug, "mac", f"{mac} is also used by {taken[mac]}")
+            taken[mac] = slug
+            out[slug] = mac
+    for slug, _ in sorted(hosts, key=lambda h: h[0]):
+        if slug in out:
+            continue
+        n = _stable_int("mac", fleet, slug)
+        while True:
+            b = (n % (1 << 24)).to_bytes(3, "big")
+            mac = "52:54:00:" + ":".join(f"{x:02x}" for x in b)
+            if mac not in taken:
+                break
+            n += 1
+        taken[mac] = slug
+        out[slug] = mac
+    return out
