@@ -23,8 +23,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import ROOT, BenchFleet, row  # noqa: E402
-from kallikratis import inventory, model  # noqa: E402
-from kallikratis.provision import Engine, volume_names  # noqa: E402
+from kallikratis import inventory, model, vmresources  # noqa: E402
+from kallikratis.documents import VmKeys, compose  # noqa: E402
+from kallikratis.provision import Engine  # noqa: E402
 from kallikratis.ssh import wait_ready  # noqa: E402
 
 
@@ -42,23 +43,13 @@ def baseline_virsh_create() -> float:
         engine.write_known_hosts()
         image = engine.prepare(m.hypervisor, lambda *_: None)
         assert image is not None and pair is not None
-        docs = engine.documents(m, pair, image.version)
+        keys = VmKeys(pair, engine.keys.ensure_client_key())
+        docs = compose(fleet, m, keys, image.version)
         be = engine.backend(m.hypervisor)
-        engine.write_seed(be, m, docs)
-        disk, _ = volume_names(m)
-        from kallikratis import render
-
-        be.create_volume(
-            fleet.pool.name,
-            render.render(
-                "overlay.xml.j2",
-                name=disk,
-                capacity_gib=m.profile.disk_gib,
-                backing_path=image.path,
-            ),
-        )
+        vmresources.write_seed(be, fleet, m, docs.seed)
+        vmresources.create_disk(be, fleet, m, image.path)
         xml = Path(bf.dir / "domain.xml")
-        xml.write_text(docs["domain"])
+        xml.write_text(docs.domain)
         start = time.monotonic()
         subprocess.run(["virsh", "-q", "create", str(xml)], check=True, capture_output=True)
         ready = wait_ready(engine.target(m), 600)
@@ -80,14 +71,8 @@ def ours(name: str, octet: int, slugs: list[str]) -> tuple[float, list[int]]:
         be = engine.backend("hv01")
         sizes = []
         for m in fleet.municipalities:
-            disk, seed = volume_names(m)
-            sizes.append(
-                sum(
-                    v.allocation_bytes
-                    for v in (be.volume(fleet.pool.name, disk), be.volume(fleet.pool.name, seed))
-                    if v
-                )
-            )
+            vols = (be.volume(fleet.pool.name, v) for v in (m.disk_volume, m.seed_volume))
+            sizes.append(sum(v.allocation_bytes for v in vols if v))
         return took, sizes
     finally:
         bf.cleanup()

@@ -18,6 +18,25 @@ MODULES = ("portal", "opendata", "education")
 LANGUAGES = ("el", "en")
 DOMAIN_TYPES = ("kvm", "qemu")
 NETWORK_MODES = ("nat", "route", "isolated", "bridge")
+DISK_SUFFIX = ".qcow2"
+SEED_SUFFIX = "-seed.iso"
+
+
+def vm_name(fleet: str, slug: str) -> str:
+    """The libvirt name of a municipality's VM (domain) in *fleet*."""
+    return f"{fleet}-{slug}"
+
+
+def volume_names(vm: str) -> tuple[str, str]:
+    """The VM's (disk, seed) volume names in the storage pool."""
+    return f"{vm}{DISK_SUFFIX}", f"{vm}{SEED_SUFFIX}"
+
+
+def slug_of(fleet: str, name: str) -> str | None:
+    """The reverse: the slug a domain or a disk/seed volume name of *fleet* belongs to, if any."""
+    base = name.removesuffix(SEED_SUFFIX).removesuffix(DISK_SUFFIX)
+    prefix = vm_name(fleet, "")
+    return base[len(prefix) :] if base.startswith(prefix) else None
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ class Municipality:
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def disk_volume(self) -> str:
+        return volume_names(self.vm_name)[0]
+
+    @property
+    def seed_volume(self) -> str:
+        return volume_names(self.vm_name)[1]
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ def load_municipalities(
     seen_domains: dict[str, str] = {}
     out = []
     for slug, hv in hosts:
-        if not DNS_LABEL.match(slug) or len(f"{fleet}-{slug}") > 63:
+        if not DNS_LABEL.match(slug) or len(model.vm_name(fleet, slug)) > 63:
             chk.add(None, slug, "name", "must be a DNS label (a-z, 0-9, '-') and a valid VM name")
         display = hv.get("display_name")
         if not isinstance(display, str) or not display.strip():
@@ -71,7 +71,7 @@ def load_municipalities(
         out.append(
             model.Municipality(
                 slug=slug,
-                vm_name=f"{fleet}-{slug}",
+                vm_name=model.vm_name(fleet, slug),
                 display_name=display,
                 domain=str(domain),
                 profile=profile,

@@ -6,7 +6,6 @@ Every step is idempotent, so a run killed at any point converges when run again.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kallikratis import golden, model, paths, recipes, render
+from kallikratis import golden, model, paths, recipes, render, vmresources
+from kallikratis.documents import VmKeys, compose
 from kallikratis.errors import HypervisorError, KallikratisError
 from kallikratis.hypervisor import DomainInfo, LibvirtBackend, connect
-from kallikratis.keys import KeyPair, KeyStore
-from kallikratis.seed import Seed
+from kallikratis.keys import KeyStore
 from kallikratis.ssh import SshTarget, wait_ready
 
 log = logging.getLogger(__name__)
@@ -60,10 +59,6 @@ class StatusRow:
     image: str
     uptime_s: float | None
     drift: tuple[str, ...] = field(default_factory=tuple)
-
-
-def volume_names(m: model.Municipality) -> tuple[str, str]:
-    return f"{m.vm_name}.qcow2", f"{m.vm_name}-seed.iso"
 
 
 def diff_spec(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
@@ -173,11 +168,12 @@ class Engine:
                 m.vm_name for m in self.fleet.municipalities
             }
             for vol in self.backend(hv).volumes(self.fleet.pool.name):
-                base = vol.name.removesuffix("-seed.iso").removesuffix(".qcow2")
-                if base.startswith(f"{self.fleet.name}-") and base not in vm_names:
-                    slug = base[len(self.fleet.name) + 1 :]
-                    if not any(o.slug == slug for o in out):
-                        out.append(PlanItem(slug, base, hv, "orphan", "volumes only"))
+                slug = model.slug_of(self.fleet.name, vol.name)
+                if slug is None or any(o.slug == slug for o in out):
+                    continue
+                base = model.vm_name(self.fleet.name, slug)
+                if base not in vm_names:
+                    out.append(PlanItem(slug, base, hv, "orphan", "volumes only"))
         return out
 
     # -- up --------------------------------------------------------------------------------
@@ -202,41 +198,6 @@ class Engine:
             self.image_cache,
             lambda msg: progress("*", msg),
         )
-
-    def documents(self, m: model.Municipality, host_key: KeyPair, image: str) -> dict[str, str]:
-        """Every document `up` writes for *m*: the seed files and the domain XML."""
-        spec = self.spec(m)
-        h = model.spec_hash(spec)
-        client_pub = self.keys.ensure_client_key()
-        ctx = {
-            "vm": m,
-            "fleet": self.fleet,
-            "host_private_key": host_key.private_openssh,
-            "host_public_key": host_key.public_openssh,
-            "authorized_keys": [client_pub, *self.fleet.admin_ssh_keys],
-            "instance_id": f"{m.vm_name}-{h[:8]}",
-        }
-        seed = Seed(
-            render.render("user-data.j2", **ctx),
-            render.render("meta-data.j2", **ctx),
-            render.render("network-config.j2", **ctx),
-        )
-        disk, seed_vol = volume_names(m)
-        domain = render.render(
-            "domain.xml.j2",
-            vm=m,
-            fleet=self.fleet,
-            ns=model.METADATA_NS,
-            domain_type=self.fleet.hypervisor_of(m).domain_type,
-            image_version=image,
-            spec_hash=h,
-            seed_hash=seed.digest,
-            spec_json=json.dumps(spec, sort_keys=True, ensure_ascii=False),
-            host_public_key=host_key.public_openssh,
-            disk_volume=disk,
-            seed_volume=seed_vol,
-        )
-        return {**seed.files(), "domain": domain, "seed-hash": seed.digest, "spec-hash": h}
 
     def up(
         self,
@@ -312,18 +273,15 @@ class Engine:
         if dom is None and image is None:
             raise KallikratisError(f"{m.slug}: no golden image to create the VM from")
         # a VM keeps the image it was born with; patch runs keep it current
-        docs = self.documents(m, host_key, dom.image if dom else image.version)  # type: ignore[union-attr]
-        disk, seed_vol = volume_names(m)
-        have_disk = be.volume(pool, disk) is not None
-        have_seed = be.volume(pool, seed_vol) is not None
-        if self.fleet.network.managed:
-            be.set_dhcp_host(
-                self.fleet.network.name, render.render("dhcp-host.xml.j2", vm=m), m.mac, True
-            )
+        keys = VmKeys(host_key, self.keys.ensure_client_key())
+        docs = compose(self.fleet, m, keys, dom.image if dom else image.version)  # type: ignore[union-attr]
+        have_disk = be.volume(pool, m.disk_volume) is not None
+        have_seed = be.volume(pool, m.seed_volume) is not None
+        vmresources.reserve_address(be, self.fleet, m, True)
         if (
             dom
-            and dom.spec_hash == docs["spec-hash"]
-            and dom.seed_hash == docs["seed-hash"]
+            and dom.spec_hash == docs.spec_hash
+            and dom.seed_hash == docs.seed_hash
             and have_disk
             and have_seed
         ):
@@ -333,23 +291,15 @@ class Engine:
             be.start_domain(m.vm_name)
             return "started", f"was {dom.state}"
         progress(m.slug, "writing seed")
-        self.write_seed(be, m, docs)
+        vmresources.write_seed(be, self.fleet, m, docs.seed)
         if not have_disk:
             if image is None:
                 image = self.prepare(m.hypervisor, progress, need_image=True)
             assert image is not None
             progress(m.slug, "creating disk")
-            be.create_volume(
-                pool,
-                render.render(
-                    "overlay.xml.j2",
-                    name=disk,
-                    capacity_gib=m.profile.disk_gib,
-                    backing_path=image.path,
-                ),
-            )
+            vmresources.create_disk(be, self.fleet, m, image.path)
         progress(m.slug, "defining domain")
-        be.define_domain(docs["domain"])
+        be.define_domain(docs.domain)
         if dom is not None and dom.running:
             if not restart:
                 return "changed", "restart pending (up --restart applies it)"
@@ -358,18 +308,6 @@ class Engine:
         progress(m.slug, "starting")
         be.start_domain(m.vm_name)
         return ("changed", "restarted") if dom else ("created", "")
-
-    def write_seed(self, be: LibvirtBackend, m: model.Municipality, docs: dict[str, str]) -> None:
-        pool = self.fleet.pool.name
-        _, seed_vol = volume_names(m)
-        data = Seed(docs["user-data"], docs["meta-data"], docs["network-config"]).iso()
-        be.delete_volume(pool, seed_vol)
-        be.create_volume(
-            pool,
-            render.render("raw-volume.xml.j2", name=seed_vol, capacity=len(data), format="raw"),
-        )
-        if be.can_stream:
-            be.upload(pool, seed_vol, data)
 
     # -- destroy ---------------------------------------------------------------------------
     def destroy(self, slugs: Iterable[str], progress: Progress) -> list[UpResult]:
@@ -380,23 +318,14 @@ class Engine:
             start = time.monotonic()
             hv = by_slug[slug].hypervisor if slug in by_slug else orphans[slug].hypervisor
             be = self.backend(hv)
-            vm_name = f"{self.fleet.name}-{slug}"
+            vm_name = model.vm_name(self.fleet.name, slug)
             progress(slug, "removing domain")
             try:
                 removed = be.remove_domain(vm_name)
-                for vol in (f"{vm_name}.qcow2", f"{vm_name}-seed.iso"):
-                    removed = be.delete_volume(self.fleet.pool.name, vol) or removed
-                if self.fleet.network.managed and slug in by_slug:
+                removed = vmresources.remove_volumes(be, self.fleet, vm_name) or removed
+                if slug in by_slug:
                     m = by_slug[slug]
-                    removed = (
-                        be.set_dhcp_host(
-                            self.fleet.network.name,
-                            render.render("dhcp-host.xml.j2", vm=m),
-                            m.mac,
-                            False,
-                        )
-                        or removed
-                    )
+                    removed = vmresources.reserve_address(be, self.fleet, m, False) or removed
             except HypervisorError as exc:
                 out.append(UpResult(slug, "failed", exc.message, time.monotonic() - start))
                 continue

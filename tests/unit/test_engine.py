@@ -312,3 +312,17 @@ def test_destroy_when_the_network_is_gone(test_fleet: model.Fleet, make_engine: 
     assert not engine.backend("hv01").network_exists(test_fleet.network.name)
     results = engine.destroy([m.slug for m in engine.fleet.municipalities], lambda *_: None)
     assert {r.result for r in results} == {"absent"}, results
+
+
+def test_vm_and_volume_names_are_defined_once_and_reversible(test_fleet: model.Fleet) -> None:
+    m = test_fleet.get("hersonissos")
+    assert m.vm_name == model.vm_name(test_fleet.name, "hersonissos") == "crete-hersonissos"
+    assert (m.disk_volume, m.seed_volume) == model.volume_names(m.vm_name)
+    assert (m.disk_volume, m.seed_volume) == (
+        "crete-hersonissos.qcow2",
+        "crete-hersonissos-seed.iso",
+    )
+    for name in (m.vm_name, m.disk_volume, m.seed_volume):
+        assert model.slug_of(test_fleet.name, name) == "hersonissos"
+    assert model.slug_of(test_fleet.name, "golden-debian13-0123456789ab.qcow2") is None
+    assert model.slug_of("other", m.disk_volume) is None

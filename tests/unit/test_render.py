@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kallikratis import model, render
-from kallikratis.provision import Engine
+from kallikratis import model, render, vmresources
+from kallikratis.documents import VmKeys, compose
+from kallikratis.hypervisor.libvirt_backend import dhcp_host_xml
 from support import (
     GREEK,
     HOSTILE_NAME,
@@ -45,27 +46,26 @@ class Rendered:
 def _render_all(inv: InventoryCopy, state_dir: Path, slug: str) -> Rendered:
     fleet = inv.load()
     vm = fleet.get(slug)
-    engine = Engine(fleet, state_dir=state_dir, image_cache=state_dir / "cache")
-    docs = engine.documents(vm, fixed_host_key(), IMAGE_VERSION)
+    docs = compose(fleet, vm, VmKeys(fixed_host_key(), fixed_client_public_key()), IMAGE_VERSION)
     return Rendered(
         fleet,
         vm,
         {
-            "domain.xml": docs["domain"],
-            "user-data": docs["user-data"],
-            "meta-data": docs["meta-data"],
-            "network-config": docs["network-config"],
+            "domain.xml": docs.domain,
+            "user-data": docs.seed.user_data,
+            "meta-data": docs.seed.meta_data,
+            "network-config": docs.seed.network_config,
             "network.xml": render.render(
                 "network.xml.j2", net=fleet.network, fleet=fleet, hosts=list(fleet.municipalities)
             ),
             "pool.xml": render.render("pool.xml.j2", pool=fleet.pool),
             "overlay.xml": render.render(
                 "overlay.xml.j2",
-                name=f"{vm.vm_name}.qcow2",
+                name=vm.disk_volume,
                 capacity_gib=vm.profile.disk_gib,
                 backing_path=GOLDEN_VOLUME,
             ),
-            "dhcp-host.xml": render.render("dhcp-host.xml.j2", vm=vm),
+            "dhcp-host.xml": dhcp_host_xml(vmresources.reservation(vm)),
         },
     )
 

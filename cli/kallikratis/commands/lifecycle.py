@@ -12,6 +12,7 @@ from kallikratis import capacity
 from kallikratis.commands.audit import audited, record_results
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
 from kallikratis.commands.progress import PhaseBoard
+from kallikratis.documents import VmKeys, compose
 from kallikratis.errors import InventoryError, KallikratisError, ProvisionError, UsageError
 from kallikratis.keys import KeyPair
 from kallikratis.provision import UpResult
@@ -283,7 +284,7 @@ def render_cmd(ctx: Context, name: str, what: str) -> None:
         pair = KeyPair("", "(host key generated at first `up`)")
     dom = engine.backend(m.hypervisor).domain(m.vm_name)
     image = dom.image if dom else engine.recipe().version
-    doc = engine.documents(m, pair, image)[what]
+    doc = compose(ctx.fleet, m, VmKeys(pair, engine.keys.ensure_client_key()), image).text(what)
     if pair.private_openssh:
         doc = doc.replace(yaml_str(pair.private_openssh), '"<redacted: host private key>"')
     click.echo(doc, nl=False)

@@ -23,6 +23,15 @@ class VolumeInfo:
 
 
 @dataclass(frozen=True)
+class DhcpHost:
+    """A DHCP reservation in a libvirt network."""
+
+    mac: str
+    name: str
+    ip: str
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     """A domain that carries Kallikratis metadata (we never report or touch any other)."""
 

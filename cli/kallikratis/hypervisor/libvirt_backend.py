@@ -14,7 +14,7 @@ from pathlib import Path
 import libvirt
 
 from kallikratis.errors import HypervisorError
-from kallikratis.hypervisor.base import DomainInfo, HostInfo, VolumeInfo
+from kallikratis.hypervisor.base import DhcpHost, DomainInfo, HostInfo, VolumeInfo
 from kallikratis.model import METADATA_NS
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,15 @@ def _strip_ns(root: ET.Element) -> ET.Element:
     for el in root.iter():
         el.tag = el.tag.rsplit("}", 1)[-1]
     return root
+
+
+def _xml(tag: str, **attrs: str) -> str:
+    return ET.tostring(ET.Element(tag, attrs), encoding="unicode")
+
+
+def dhcp_host_xml(host: DhcpHost) -> str:
+    """The <host> element of a reservation, as libvirt's network update takes it."""
+    return _xml("host", mac=host.mac, name=host.name, ip=host.ip)
 
 
 class LibvirtBackend:
@@ -252,17 +261,15 @@ class LibvirtBackend:
             for h in root.iterfind("./ip/dhcp/host")
         }
 
-    def set_dhcp_host(self, network: str, host_xml: str, mac: str, present: bool) -> bool:
+    def set_dhcp_host(self, network: str, host: DhcpHost, present: bool) -> bool:
         """Add (present) or remove a DHCP reservation, live and in the config.
 
         Removing from a network that no longer exists is a no-op (nothing to remove).
         """
         if not present and not self.network_exists(network):
             return False
-        current = self.dhcp_hosts(network).get(mac.lower())
-        wanted = ET.fromstring(host_xml)
-        target = (wanted.get("name", ""), wanted.get("ip", ""))
-        if present and current == target:
+        current = self.dhcp_hosts(network).get(host.mac.lower())
+        if present and current == (host.name, host.ip):
             return False
         if not present and current is None:
             return False
@@ -273,11 +280,15 @@ class LibvirtBackend:
                 flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
             section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
             if current is not None:
-                old = f'<host mac="{mac}"/>'
+                old = _xml("host", mac=host.mac)
                 net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, old, flags)
             if present:
                 net.update(
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, section, -1, host_xml, flags
+                    libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                    section,
+                    -1,
+                    dhcp_host_xml(host),
+                    flags,
                 )
         return True
 
