@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 from benchlib import BenchFleet, row  # noqa: E402
-from kallikratis.hypervisor import LibvirtBackend, snapshots  # noqa: E402
+from kallikratis.hypervisor import LibvirtBackend  # noqa: E402
 
 from tests.e2e.aptrepo import AptRepo  # noqa: E402
 
@@ -67,7 +67,7 @@ def revert_all(conn: libvirt.virConnect, bf: BenchFleet) -> None:
         dom.revertToSnapshot(
             dom.snapshotLookupByName(BASE, 0), libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
         )
-        if not snapshots.sync_guest_clock(LibvirtBackend("qemu:///system", conn), dom.name()):
+        if not LibvirtBackend("qemu:///system", conn).sync_guest_clock(dom.name()):
             ssh(bf, slug, f"sudo date -u -s @{int(time.time())}")
         for snap in dom.listAllSnapshots():
             if snap.getName() != BASE:

@@ -48,7 +48,7 @@ def published(backend: LibvirtBackend, pool: str) -> list[PublishedImage]:
 
 
 def _read_marker(backend: LibvirtBackend, pool: str, volume: str) -> str:
-    if not backend.can_stream:
+    if not backend.stores_data:
         return ""
     return backend.download(pool, marker_name(volume)).decode(errors="replace").strip("\0 \n")
 
@@ -66,7 +66,7 @@ def ensure_published(
         if img.volume == volume:
             return img
     built = images.cached_image(recipe, cache)
-    if built is None and backend.can_stream:
+    if built is None and backend.stores_data:
         raise ImageError(
             f"image {recipe.name} version {recipe.version} is not built yet: "
             f"run `kallikratis image build {recipe.name}`"
@@ -78,7 +78,7 @@ def ensure_published(
     backend.create_volume(
         pool, render.render("raw-volume.xml.j2", name=volume, capacity=virtual, format="qcow2")
     )
-    if built is not None and backend.can_stream:
+    if built is not None and backend.stores_data:
         if progress:
             progress(f"uploading {volume} ({size >> 20} MiB)")
         backend.upload(pool, volume, built.path)
@@ -89,7 +89,7 @@ def ensure_published(
             "raw-volume.xml.j2", name=marker_name(volume), capacity=len(digest), format="raw"
         ),
     )
-    if backend.can_stream:
+    if backend.stores_data:
         backend.upload(pool, marker_name(volume), digest.encode())
     vol = backend.volume(pool, volume)
     assert vol is not None

@@ -25,8 +25,7 @@ from datetime import datetime
 from kallikratis import model, schedule
 from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest, Upgrade
-from kallikratis.hypervisor import snapshots
-from kallikratis.provision import Engine
+from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
@@ -122,13 +121,13 @@ def allowed_failures(max_fail: str, total: int) -> int:
 
 def snapshot_name(run_id: int, when: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(when or time.time()))
-    return f"{snapshots.PREFIX}{stamp}-r{run_id}"
+    return f"{SNAPSHOT_PREFIX}{stamp}-r{run_id}"
 
 
 class PatchRun:
     def __init__(
         self,
-        engine: Engine,
+        backend: BackendFactory,
         selection: Sequence[model.Municipality],
         options: Options,
         steps: Steps,
@@ -136,7 +135,7 @@ class PatchRun:
         record: RecordFn | None = None,
         now: Callable[[], datetime] = datetime.now,
     ) -> None:
-        self.engine = engine
+        self.backend = backend
         self.selection = list(selection)
         self.opt = options
         self.steps = steps
@@ -239,7 +238,7 @@ class PatchRun:
         def look(m: model.Municipality) -> bool:
             o = self.outcomes[m.slug]
             self.progress(m.slug, "checking updates")
-            dom = self.engine.backend(m.hypervisor).domain(m.vm_name)
+            dom = self.backend(m.hypervisor).domain(m.vm_name)
             if dom is None or not dom.running:
                 state = dom.state if dom else "not created"
                 self._finish(m.slug, "failed", f"VM is {state}; nothing was changed")
@@ -279,15 +278,15 @@ class PatchRun:
         """Maintenance on, snapshot, OS upgrades."""
         o = self.outcomes[m.slug]
         guest = self.steps.guest(m)
-        be = self.engine.backend(m.hypervisor)
+        be = self.backend(m.hypervisor)
         try:
             self.progress(m.slug, "maintenance on")
             guest.maintenance(True)
             self.progress(m.slug, "snapshot")
             t = time.monotonic()
             name = snapshot_name(self.opt.run_id)
-            snapshots.create_snapshot(
-                be, m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
+            be.create_snapshot(
+                m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
             )
             o.snapshot = name
             o.timings["snapshot"] = time.monotonic() - t
@@ -366,8 +365,8 @@ class PatchRun:
         except KallikratisError as exc:
             return self._fail(m, f"leaving maintenance mode: {exc.message}")
         try:
-            be = self.engine.backend(m.hypervisor)
-            snapshots.prune_snapshots(be, m.vm_name, max(1, m.patch_keep_snapshots))
+            be = self.backend(m.hypervisor)
+            be.prune_snapshots(m.vm_name, max(1, m.patch_keep_snapshots))
         except KallikratisError as exc:  # patched all the same; the next run prunes again
             o.reason = f"pruning snapshots: {exc.message}"
         self._finish(m.slug, "patched")
@@ -376,10 +375,10 @@ class PatchRun:
     def _revert(self, m: model.Municipality) -> bool:
         o = self.outcomes[m.slug]
         self.progress(m.slug, "reverting")
-        be = self.engine.backend(m.hypervisor)
+        be = self.backend(m.hypervisor)
         t = time.monotonic()
         try:
-            snapshots.revert_snapshot(be, m.vm_name, o.snapshot)
+            be.revert_snapshot(m.vm_name, o.snapshot)
         except KallikratisError as exc:
             o.reason = f"{o.reason or 'interrupted'}; REVERT FAILED ({exc.message}); "
             o.reason += f"snapshot {o.snapshot} kept for manual recovery"
@@ -388,14 +387,14 @@ class PatchRun:
         o.timings["revert"] = time.monotonic() - t
         o.reverted = True
         guest = self.steps.guest(m)
-        if not snapshots.sync_guest_clock(be, m.vm_name):
+        if not be.sync_guest_clock(m.vm_name):
             try:
                 guest.set_clock(time.time())
             except KallikratisError as exc:
                 log.warning("%s: setting the clock after revert: %s", m.slug, exc.message)
         try:
             guest.maintenance(False)
-            snapshots.delete_snapshot(be, m.vm_name, o.snapshot)
+            be.delete_snapshot(m.vm_name, o.snapshot)
         except KallikratisError as exc:
             o.reason = f"{o.reason}; after revert: {exc.message}"
         return True

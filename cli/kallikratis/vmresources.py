@@ -33,7 +33,7 @@ def write_seed(be: LibvirtBackend, fleet: model.Fleet, m: model.Municipality, se
         pool,
         render.render("raw-volume.xml.j2", name=m.seed_volume, capacity=len(data), format="raw"),
     )
-    if be.can_stream:
+    if be.stores_data:
         be.upload(pool, m.seed_volume, data)
 
 

@@ -16,7 +16,6 @@ import pytest
 from kallikratis import model, patch
 from kallikratis.errors import UsageError
 from kallikratis.guest import GuestError, Upgrade, fetch_errors, parse_simulation
-from kallikratis.hypervisor import snapshots
 from kallikratis.provision import Engine
 from support import SLUGS
 
@@ -122,7 +121,7 @@ class Harness:
         now = opts.pop("now", None)
         options = patch.Options(**{"run_id": 7, **opts})
         run = patch.PatchRun(
-            self.engine,
+            self.engine.backend,
             selection or list(self.engine.fleet.municipalities),
             options,
             steps,
@@ -135,7 +134,7 @@ class Harness:
     def snaps(self, slug: str) -> list[str]:
         m = self.engine.fleet.get(slug)
         be = self.engine.backend(m.hypervisor)
-        return [s.name for s in snapshots.list_snapshots(be, m.vm_name)]
+        return [s.name for s in be.list_snapshots(m.vm_name)]
 
 
 @pytest.fixture

@@ -228,7 +228,12 @@ def patch_cmd(
         title = "patch" + (" --dry-run" if dry_run else "")
         with PhaseBoard([m.slug for m in selection], title) as board:
             run = patch.PatchRun(
-                engine, selection, options, _steps(ctx, board, record), board, _journal(record)
+                engine.backend,
+                selection,
+                options,
+                _steps(ctx, board, record),
+                board,
+                _journal(record),
             )
             outcomes = run.run()
         if as_json:

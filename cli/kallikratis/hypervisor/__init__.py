@@ -1,6 +1,28 @@
-"""Hypervisor access behind a small interface; the backend is chosen by the libvirt URI."""
+"""Hypervisor access behind a small interface; the backend is chosen by the libvirt URI.
+
+:class:`LibvirtBackend` (qemu:///system, qemu+ssh://host/system, test:///default) returns the
+frozen values of :mod:`kallikratis.hypervisor.base` and :class:`SnapshotInfo`; libvirt errors
+become :class:`~kallikratis.errors.HypervisorError`.
+"""
+
+from collections.abc import Callable
 
 from kallikratis.hypervisor.base import DhcpHost, DomainInfo, HostInfo, VolumeInfo
 from kallikratis.hypervisor.libvirt_backend import LibvirtBackend, connect
+from kallikratis.hypervisor.snapshots import PREFIX as SNAPSHOT_PREFIX
+from kallikratis.hypervisor.snapshots import SnapshotInfo
 
-__all__ = ["DhcpHost", "DomainInfo", "HostInfo", "LibvirtBackend", "VolumeInfo", "connect"]
+#: what the services take to reach a hypervisor: its name in the inventory -> a backend
+BackendFactory = Callable[[str], LibvirtBackend]
+
+__all__ = [
+    "SNAPSHOT_PREFIX",
+    "BackendFactory",
+    "DhcpHost",
+    "DomainInfo",
+    "HostInfo",
+    "LibvirtBackend",
+    "SnapshotInfo",
+    "VolumeInfo",
+    "connect",
+]

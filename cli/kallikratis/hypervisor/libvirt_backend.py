@@ -7,14 +7,17 @@ import json
 import logging
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import libvirt
 
 from kallikratis.errors import HypervisorError
 from kallikratis.hypervisor.base import DhcpHost, DomainInfo, HostInfo, VolumeInfo
+from kallikratis.hypervisor.libvirt_calls import errors as _errors
+from kallikratis.hypervisor.libvirt_calls import or_none
+from kallikratis.hypervisor.snapshots import Snapshots
 from kallikratis.model import METADATA_NS
 
 log = logging.getLogger(__name__)
@@ -31,14 +34,6 @@ _STATES = {
     libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
 }
 _CHUNK = 1 << 20
-
-
-@contextmanager
-def _errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        raise HypervisorError(f"{what}: {exc.get_error_message()}") from exc
 
 
 def connect(uri: str) -> LibvirtBackend:
@@ -67,14 +62,17 @@ def dhcp_host_xml(host: DhcpHost) -> str:
     return _xml("host", mac=host.mac, name=host.name, ip=host.ip)
 
 
-class LibvirtBackend:
+class LibvirtBackend(Snapshots):
     def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
         self.uri = uri
         self.conn = conn
 
     @property
-    def can_stream(self) -> bool:
-        """Volume upload/download; libvirt's test driver keeps no volume contents."""
+    def stores_data(self) -> bool:
+        """Volumes keep their contents (upload/download) and pools their directories.
+
+        The one difference of libvirt's test driver that callers see: it does neither.
+        """
         return not self.uri.startswith("test:")
 
     def close(self) -> None:
@@ -90,16 +88,12 @@ class LibvirtBackend:
     # -- domains ---------------------------------------------------------------------------
     def _metadata(self, dom: libvirt.virDomain, live: bool) -> ET.Element | None:
         flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if live else libvirt.VIR_DOMAIN_AFFECT_CONFIG
-        try:
-            raw = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, flags)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (
-                libvirt.VIR_ERR_NO_DOMAIN_METADATA,
-                libvirt.VIR_ERR_OPERATION_INVALID,
-            ):
-                return None
-            raise
-        return _strip_ns(ET.fromstring(raw))
+        raw = or_none(
+            lambda: dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, flags),
+            libvirt.VIR_ERR_NO_DOMAIN_METADATA,
+            libvirt.VIR_ERR_OPERATION_INVALID,
+        )
+        return _strip_ns(ET.fromstring(raw)) if raw is not None else None
 
     def _info(self, dom: libvirt.virDomain) -> DomainInfo | None:
         meta = self._metadata(dom, live=False)
@@ -132,12 +126,8 @@ class LibvirtBackend:
         out = []
         with _errors("listing domains"):
             for dom in self.conn.listAllDomains():
-                try:
-                    info = self._info(dom)
-                except libvirt.libvirtError as exc:
-                    if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                        continue  # vanished while we looked
-                    raise
+                # None: not ours, or vanished while we looked
+                info = or_none(partial(self._info, dom), libvirt.VIR_ERR_NO_DOMAIN)
                 if info and (fleet is None or info.fleet == fleet):
                     out.append(info)
         return out
@@ -148,12 +138,7 @@ class LibvirtBackend:
             return self._info(dom) if dom else None
 
     def _lookup(self, name: str) -> libvirt.virDomain | None:
-        try:
-            return self.conn.lookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
+        return or_none(lambda: self.conn.lookupByName(name), libvirt.VIR_ERR_NO_DOMAIN)
 
     def domain_xml(self, name: str, inactive: bool = False) -> str:
         with _errors(f"reading domain {name}"):
@@ -228,11 +213,8 @@ class LibvirtBackend:
         """Define and start the network if needed; True when something changed."""
         changed = False
         with _errors(f"network {name}"):
-            try:
-                net = self.conn.networkLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
-                    raise
+            net = self._network(name)
+            if net is None:
                 net = self.conn.networkDefineXML(xml)
                 changed = True
             if not net.isActive():
@@ -242,15 +224,12 @@ class LibvirtBackend:
                 net.setAutostart(1)
         return changed
 
+    def _network(self, name: str) -> libvirt.virNetwork | None:
+        return or_none(lambda: self.conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
+
     def network_exists(self, network: str) -> bool:
         with _errors(f"looking up network {network}"):
-            try:
-                self.conn.networkLookupByName(network)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
-                    return False
-                raise
-        return True
+            return self._network(network) is not None
 
     def dhcp_hosts(self, network: str) -> dict[str, tuple[str, str]]:
         """mac -> (name, ip) of the network's DHCP reservations."""
@@ -296,13 +275,11 @@ class LibvirtBackend:
     def ensure_pool(self, name: str, xml: str) -> bool:
         changed = False
         with _errors(f"storage pool {name}"):
-            try:
-                pool = self.conn.storagePoolLookupByName(name)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    raise
+            pool = self._pool(name)
+            if pool is None:
                 pool = self.conn.storagePoolDefineXML(xml)
-                pool.build(0) if not self.uri.startswith("test:") else None
+                if self.stores_data:
+                    pool.build(0)
                 changed = True
             if not pool.isActive():
                 pool.create()
@@ -312,16 +289,17 @@ class LibvirtBackend:
             pool.refresh()
         return changed
 
+    def _pool(self, name: str) -> libvirt.virStoragePool | None:
+        return or_none(
+            lambda: self.conn.storagePoolLookupByName(name), libvirt.VIR_ERR_NO_STORAGE_POOL
+        )
+
     def _vol(self, pool: str, name: str) -> libvirt.virStorageVol | None:
-        try:
-            return self.conn.storagePoolLookupByName(pool).storageVolLookupByName(name)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() in (
-                libvirt.VIR_ERR_NO_STORAGE_VOL,
-                libvirt.VIR_ERR_NO_STORAGE_POOL,
-            ):
-                return None  # no pool, no volume
-            raise
+        return or_none(  # no pool, no volume
+            lambda: self.conn.storagePoolLookupByName(pool).storageVolLookupByName(name),
+            libvirt.VIR_ERR_NO_STORAGE_VOL,
+            libvirt.VIR_ERR_NO_STORAGE_POOL,
+        )
 
     @staticmethod
     def _vinfo(pool: str, vol: libvirt.virStorageVol) -> VolumeInfo:
@@ -335,12 +313,9 @@ class LibvirtBackend:
 
     def volumes(self, pool: str) -> list[VolumeInfo]:
         with _errors(f"listing pool {pool}"):
-            try:
-                p = self.conn.storagePoolLookupByName(pool)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    return []
-                raise
+            p = self._pool(pool)
+            if p is None:
+                return []
             p.refresh()
             return [self._vinfo(pool, v) for v in p.listAllVolumes()]
 
