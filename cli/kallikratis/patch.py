@@ -15,7 +15,6 @@ tested against libvirt's test driver without SSH or Ansible.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kallikratis import model, schedule
-from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest, Upgrade
 from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
+from kallikratis.patchwaves import allowed_failures, waves
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
@@ -83,40 +83,6 @@ class Steps:
     guest: GuestFn
     deploy: DeployFn
     verify: VerifyFn
-
-
-def _count(spec: str, total: int, what: str, minimum: int) -> int:
-    """``"N"`` or ``"P%"`` of *total* as a count."""
-    text = spec.strip()
-    try:
-        if text.endswith("%"):
-            pct = float(text[:-1])
-            if not 0 <= pct <= 100:
-                raise ValueError
-            return max(minimum, math.floor(total * pct / 100 + 1e-9))
-        value = int(text)
-        if value < minimum:
-            raise ValueError
-        return value
-    except ValueError:
-        raise UsageError(
-            f"--{what} must be a whole number >= {minimum} or a percentage like 20%, got {spec!r}"
-        ) from None
-
-
-def waves(slugs: Sequence[str], canary: int, batch: str) -> list[list[str]]:
-    """Canary wave first (if any), then batches of the rest, in inventory order."""
-    if canary < 0:
-        raise UsageError(f"--canary must be >= 0, got {canary}")
-    size = _count(batch, len(slugs), "batch", 1)
-    out = [list(slugs[:canary])] if canary and slugs else []
-    rest = list(slugs[canary:])
-    out += [rest[i : i + size] for i in range(0, len(rest), size)]
-    return out
-
-
-def allowed_failures(max_fail: str, total: int) -> int:
-    return _count(max_fail, total, "max-fail", 0)
 
 
 def snapshot_name(run_id: int, when: float | None = None) -> str:

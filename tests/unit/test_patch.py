@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from kallikratis import model, patch
+from kallikratis import model, patch, patchwaves
 from kallikratis.errors import UsageError
 from kallikratis.guest import GuestError, Upgrade, fetch_errors, parse_simulation
 from kallikratis.provision import Engine
@@ -152,25 +152,25 @@ def _results(outcomes: list[Any]) -> dict[str, str]:
 # -- waves and limits ----------------------------------------------------------------------------
 def test_waves_canary_then_batches() -> None:
     slugs = [f"m{i}" for i in range(7)]
-    assert patch.waves(slugs, 1, "3") == [["m0"], ["m1", "m2", "m3"], ["m4", "m5", "m6"]]
-    assert patch.waves(slugs, 0, "100%") == [slugs]
-    assert patch.waves(slugs, 2, "10%") == [["m0", "m1"], *[[s] for s in slugs[2:]]]
-    assert patch.waves(slugs[:1], 3, "10") == [["m0"]]
-    assert patch.waves([], 1, "10") == []
+    assert patchwaves.waves(slugs, 1, "3") == [["m0"], ["m1", "m2", "m3"], ["m4", "m5", "m6"]]
+    assert patchwaves.waves(slugs, 0, "100%") == [slugs]
+    assert patchwaves.waves(slugs, 2, "10%") == [["m0", "m1"], *[[s] for s in slugs[2:]]]
+    assert patchwaves.waves(slugs[:1], 3, "10") == [["m0"]]
+    assert patchwaves.waves([], 1, "10") == []
 
 
 @pytest.mark.parametrize("batch", ["0", "-1", "x", "101%", "%", ""])
 def test_bad_batch_is_refused(batch: str) -> None:
     with pytest.raises(UsageError, match="--batch"):
-        patch.waves(["a", "b"], 0, batch)
+        patchwaves.waves(["a", "b"], 0, batch)
 
 
 def test_allowed_failures() -> None:
-    assert patch.allowed_failures("0", 300) == 0
-    assert patch.allowed_failures("2", 300) == 2
-    assert patch.allowed_failures("10%", 332) == 33
+    assert patchwaves.allowed_failures("0", 300) == 0
+    assert patchwaves.allowed_failures("2", 300) == 2
+    assert patchwaves.allowed_failures("10%", 332) == 33
     with pytest.raises(UsageError, match="--max-fail"):
-        patch.allowed_failures("-1", 3)
+        patchwaves.allowed_failures("-1", 3)
 
 
 # -- reading apt's output ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import ansible, model, patch, verify
+from kallikratis import ansible, model, patch, patchwaves, verify
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
 from kallikratis.commands.lifecycle import _selection, all_opt, names_arg
@@ -209,8 +209,8 @@ def patch_cmd(
     """
     selection = _selection(ctx, names, all_, required=True)
     # check the numbers before anything else happens
-    patch.waves([m.slug for m in selection], canary, batch)
-    patch.allowed_failures(max_fail, len(selection))
+    patchwaves.waves([m.slug for m in selection], canary, batch)
+    patchwaves.allowed_failures(max_fail, len(selection))
     engine = ctx.engine
     if not dry_run:
         _interrupt_on_sigterm()
