@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kallikratis import model
-from kallikratis.errors import Problem
+from kallikratis.errors import InventoryError, Problem
 
 
 def check_capacity(fleet: model.Fleet, capacity: Mapping[str, tuple[int, int]]) -> list[Problem]:
@@ -42,3 +42,10 @@ def check_capacity(fleet: model.Fleet, capacity: Mapping[str, tuple[int, int]]) 
                 )
             )
     return problems
+
+
+def require_capacity(fleet: model.Fleet, capacity: Mapping[str, tuple[int, int]]) -> None:
+    """Raise InventoryError when a VM size is beyond what its hypervisor has."""
+    problems = check_capacity(fleet, capacity)
+    if problems:
+        raise InventoryError(problems)

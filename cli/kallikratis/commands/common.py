@@ -11,10 +11,11 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from kallikratis import inventory, model
-from kallikratis.errors import UsageError
-from kallikratis.provision import Engine
+from kallikratis.errors import ProvisionError, UsageError
+from kallikratis.provision import Engine, UpResult
 
 console = Console(highlight=False)
 console_err = Console(stderr=True, highlight=False)
@@ -46,6 +47,8 @@ class Context:
 
 pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+names_arg = click.argument("names", nargs=-1, metavar="[NAMES]...")
+all_opt = click.option("--all", "all_", is_flag=True, help="Every municipality in the inventory.")
 
 
 def _plain(obj: Any) -> Any:
@@ -67,3 +70,23 @@ def emit_json(data: Any) -> None:
 
 def esc(text: Any) -> str:
     return escape(str(text))
+
+
+def report_results(results: list[UpResult], as_json: bool, title: str) -> None:
+    """The table (or JSON) of an up/destroy; ProvisionError when any failed."""
+    if as_json:
+        emit_json({"results": results})
+    else:
+        table = Table(title=title, title_justify="left")
+        for col in ("municipality", "result", "seconds", "ssh ready (s)", "detail"):
+            table.add_column(col)
+        for r in results:
+            color = "red" if r.result == "failed" else "green"
+            ssh_s = f"{r.ssh_seconds:.1f}" if r.ssh_seconds is not None else ""
+            table.add_row(
+                esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s, esc(r.detail)
+            )
+        console.print(table)
+    failed = [r.slug for r in results if r.result == "failed"]
+    if failed:
+        raise ProvisionError(f"failed: {', '.join(failed)}")

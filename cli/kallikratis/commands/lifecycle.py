@@ -8,32 +8,25 @@ import shutil
 import click
 from rich.table import Table
 
-from kallikratis import capacity
+from kallikratis.capacity import require_capacity
 from kallikratis.commands.audit import audited, record_results
-from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
+from kallikratis.commands.common import (
+    Context,
+    all_opt,
+    console,
+    emit_json,
+    esc,
+    json_option,
+    names_arg,
+    pass_ctx,
+    report_results,
+)
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.documents import VmKeys, compose
-from kallikratis.errors import InventoryError, KallikratisError, ProvisionError, UsageError
+from kallikratis.errors import InventoryError, KallikratisError, UsageError
 from kallikratis.keys import KeyPair
-from kallikratis.provision import UpResult
 from kallikratis.render import yaml_str
-
-names_arg = click.argument("names", nargs=-1, metavar="[NAMES]...")
-all_opt = click.option("--all", "all_", is_flag=True, help="Every municipality in the inventory.")
-
-
-def _selection(ctx: Context, names: tuple[str, ...], all_: bool, *, required: bool = False):
-    if required and not names and not all_:
-        raise UsageError("name the municipalities, or pass --all")
-    if names and all_:
-        raise UsageError("give NAMES or --all, not both")
-    return ctx.fleet.select(names, all_=all_)
-
-
-def _check_capacity(ctx: Context) -> None:
-    problems = capacity.check_capacity(ctx.fleet, ctx.engine.capacity())
-    if problems:
-        raise InventoryError(problems)
+from kallikratis.selection import select, select_for_destroy
 
 
 @click.command()
@@ -48,7 +41,7 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
     try:
         fleet = ctx.fleet
         if not offline:
-            _check_capacity(ctx)
+            require_capacity(fleet, ctx.engine.capacity())
     except InventoryError as exc:
         if as_json:
             emit_json({"valid": False, "problems": exc.problems})
@@ -75,7 +68,7 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
 def plan(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
     """Show what `up` would do: create / change / unchanged, and orphans. Touches nothing."""
     engine = ctx.engine
-    items = engine.plan(_selection(ctx, names, False))
+    items = engine.plan(select(ctx.fleet, names, False))
     orphans = engine.orphans()
     if as_json:
         emit_json({"items": items, "orphans": orphans})
@@ -104,25 +97,6 @@ def plan(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
     )
 
 
-def _report(results: list[UpResult], as_json: bool, title: str) -> None:
-    if as_json:
-        emit_json({"results": results})
-    else:
-        table = Table(title=title, title_justify="left")
-        for col in ("municipality", "result", "seconds", "ssh ready (s)", "detail"):
-            table.add_column(col)
-        for r in results:
-            color = "red" if r.result == "failed" else "green"
-            ssh_s = f"{r.ssh_seconds:.1f}" if r.ssh_seconds is not None else ""
-            table.add_row(
-                esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s, esc(r.detail)
-            )
-        console.print(table)
-    failed = [r.slug for r in results if r.result == "failed"]
-    if failed:
-        raise ProvisionError(f"failed: {', '.join(failed)}")
-
-
 @click.command()
 @names_arg
 @all_opt
@@ -148,18 +122,18 @@ def up(
     copy-on-write disk, cloud-init seed, DHCP reservation and domain are each ensured.
     """
     ctx: Context = cctx.obj
-    selection = _selection(ctx, names, all_, required=True)
+    selection = select(ctx.fleet, names, all_, required=True)
     if dry_run:
         cctx.invoke(plan, names=tuple(m.slug for m in selection), as_json=as_json)
         return
-    _check_capacity(ctx)
+    require_capacity(ctx.fleet, ctx.engine.capacity())
     with audited(ctx, "up", [m.slug for m in selection]) as record:
         with PhaseBoard([m.slug for m in selection], "up") as board:
             results = ctx.engine.up(
                 selection, board, restart=restart, wait=not no_wait, parallel=parallel
             )
         record_results(record, results)
-        _report(results, as_json, "up")
+        report_results(results, as_json, "up")
 
 
 def _uptime(seconds: float | None) -> str:
@@ -242,17 +216,8 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
     NAMES may include orphans (VMs of this fleet no longer in the inventory). Only domains
     carrying Kallikratis metadata are ever touched.
     """
-    if names and all_:
-        raise UsageError("give NAMES or --all, not both")
-    if not names and not all_:
-        raise UsageError("name the municipalities to destroy, or pass --all")
     engine = ctx.engine
-    known = [m.slug for m in ctx.fleet.municipalities]
-    orphans = [o.slug for o in engine.orphans()]
-    slugs = known + orphans if all_ else list(names)
-    unknown = [n for n in slugs if n not in known and n not in orphans]
-    if unknown:
-        raise UsageError(f"unknown municipality: {', '.join(unknown)}")
+    slugs = select_for_destroy(ctx.fleet, names, all_, lambda: [o.slug for o in engine.orphans()])
     if not yes:
         if not os.isatty(0):
             raise UsageError("destroy needs confirmation: pass --yes when not on a terminal")
@@ -263,7 +228,7 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
         with PhaseBoard(slugs, "destroy") as board:
             results = engine.destroy(slugs, board)
         record_results(record, results)
-        _report(results, as_json, "destroy")
+        report_results(results, as_json, "destroy")
 
 
 @click.command()

@@ -11,13 +11,22 @@ from rich.table import Table
 
 from kallikratis import ansible, model, patch, patchwaves, verify
 from kallikratis.commands.audit import audited
-from kallikratis.commands.common import Context, console, emit_json, esc, json_option, pass_ctx
-from kallikratis.commands.lifecycle import _selection, all_opt, names_arg
+from kallikratis.commands.common import (
+    Context,
+    all_opt,
+    console,
+    emit_json,
+    esc,
+    json_option,
+    names_arg,
+    pass_ctx,
+)
 from kallikratis.commands.progress import PhaseBoard
-from kallikratis.commands.stack import prepare_stack
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
+from kallikratis.selection import select
+from kallikratis.stack import prepare_stack
 
 COLOURS = {"patched": "green", "unchanged": "green", "planned": "cyan", "failed": "red"}
 
@@ -207,7 +216,7 @@ def patch_cmd(
       kallikratis patch --all --canary 1 --batch 20% --max-fail 2
       kallikratis patch hersonissos --security-only
     """
-    selection = _selection(ctx, names, all_, required=True)
+    selection = select(ctx.fleet, names, all_, required=True)
     # check the numbers before anything else happens
     patchwaves.waves([m.slug for m in selection], canary, batch)
     patchwaves.allowed_failures(max_fail, len(selection))
@@ -215,7 +224,7 @@ def patch_cmd(
     if not dry_run:
         _interrupt_on_sigterm()
     with audited(ctx, "patch", [m.slug for m in selection], changes=not dry_run) as record:
-        prepare_stack(ctx, selection)
+        prepare_stack(ctx.fleet, engine.keys, engine.state_dir, selection)
         options = patch.Options(
             security_only=security_only,
             canary=canary,

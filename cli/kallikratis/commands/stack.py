@@ -6,30 +6,29 @@ import click
 from rich.table import Table
 
 from kallikratis import ansible, model, verify
+from kallikratis.capacity import require_capacity
 from kallikratis.commands.audit import audited, record_playbook, record_results
-from kallikratis.commands.common import Context, console, emit_json, esc, json_option
-from kallikratis.commands.lifecycle import _check_capacity, _report, _selection, all_opt, names_arg
+from kallikratis.commands.common import (
+    Context,
+    all_opt,
+    console,
+    emit_json,
+    esc,
+    json_option,
+    names_arg,
+    report_results,
+)
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import ProvisionError
-from kallikratis.pki import FleetCA
-from kallikratis.secrets import ensure_secrets
-
-
-def prepare_stack(ctx: Context, selection: tuple[model.Municipality, ...]) -> None:
-    """What a playbook run needs first: the automation key, each one's secrets and TLS cert."""
-    engine = ctx.engine
-    engine.keys.ensure_client_key()
-    ca = FleetCA(engine.state_dir, ctx.fleet)
-    for m in selection:
-        ensure_secrets(ctx.fleet, m, engine.keys)
-        ca.ensure_cert(m)
+from kallikratis.selection import select
+from kallikratis.stack import prepare_stack
 
 
 def run_deploy(
     ctx: Context, selection: tuple[model.Municipality, ...], check: bool, as_json: bool
 ) -> ansible.PlaybookRun:
     engine = ctx.engine
-    prepare_stack(ctx, selection)
+    prepare_stack(ctx.fleet, engine.keys, engine.state_dir, selection)
     with PhaseBoard([m.slug for m in selection], "deploy" + (" --check" if check else "")) as b:
         run = ansible.run_playbook(
             "site.yml",
@@ -84,7 +83,7 @@ def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_jso
     One municipality failing does not stop the others; exit code 5 when any failed or was
     unreachable. Run artifacts are kept under the state directory.
     """
-    selection = _selection(ctx, names, all_, required=True)
+    selection = select(ctx.fleet, names, all_, required=True)
     with audited(ctx, "deploy", [m.slug for m in selection], changes=not check) as record:
         run = run_deploy(ctx, selection, check, as_json)
         record_playbook(record, run)
@@ -126,7 +125,7 @@ def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
     Services, ports and firewall, TLS chain and names, home page, WordPress REST API,
     Datasette JSON API, Kolibri where enabled and absent where not. Exit 5 on any failure.
     """
-    if not run_verify(ctx, _selection(ctx, names, False), as_json):
+    if not run_verify(ctx, select(ctx.fleet, names, False), as_json):
         raise ProvisionError("verification failed")
 
 
@@ -136,12 +135,12 @@ def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
 def onboard(ctx: Context, name: str) -> None:
     """Bring a new municipality online: validate, up, deploy, verify."""
     m = ctx.fleet.get(name)
-    _check_capacity(ctx)
+    require_capacity(ctx.fleet, ctx.engine.capacity())
     with audited(ctx, "onboard", [m.slug]) as record:
         with PhaseBoard([m.slug], "up") as board:
             results = ctx.engine.up([m], board)
         record_results(record, results, "up")
-        _report(results, False, "up")
+        report_results(results, False, "up")
         run = run_deploy(ctx, (m,), False, False)
         record_playbook(record, run)
         if run.hosts[m.slug].result != "ok":
