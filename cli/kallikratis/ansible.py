@@ -76,7 +76,7 @@ def run_playbook(
 ) -> PlaybookRun:
     import ansible_runner
 
-    runs = state_dir / "runs"
+    runs = paths.StateDir(state_dir).runs
     runs.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kallikratis.errors import KallikratisError
+from kallikratis.paths import StateDir
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -176,7 +177,7 @@ class RunRecord:
 
 class Journal:
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "journal.sqlite"
+        self.path = StateDir(state_dir).journal
         self._ready = False
 
     def _connect(self) -> sqlite3.Connection:

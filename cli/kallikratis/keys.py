@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from kallikratis.errors import KallikratisError
+from kallikratis.paths import StateDir
 
 log = logging.getLogger(__name__)
 VAULT_PASSWORD_ENV = "KALLIKRATIS_VAULT_PASSWORD_FILE"
@@ -67,14 +68,15 @@ class KeyStore:
     """Keys of one fleet under the state directory."""
 
     def __init__(self, state_dir: Path, fleet: str) -> None:
-        self.state = state_dir
-        self.dir = state_dir / "fleets" / fleet
-        self.known_hosts = self.dir / "known_hosts"
+        self.state = StateDir(state_dir)
+        self.paths = self.state.fleet(fleet)
+        self.dir = self.paths.dir
+        self.known_hosts = self.paths.known_hosts
 
     # -- automation key -------------------------------------------------------------------
     @property
     def client_key(self) -> Path:
-        return self.state / "ssh" / "id_ed25519"
+        return self.state.client_key
 
     def ensure_client_key(self) -> str:
         """The key Kallikratis logs in with; returns its public half."""
@@ -88,7 +90,7 @@ class KeyStore:
 
     # -- vault ----------------------------------------------------------------------------
     def vault_password_file(self) -> Path:
-        return Path(os.environ.get(VAULT_PASSWORD_ENV, self.state / "vault-password"))
+        return Path(os.environ.get(VAULT_PASSWORD_ENV, self.state.vault_password))
 
     def vault(self):  # type: ignore[no-untyped-def]
         from ansible.constants import DEFAULT_VAULT_ID_MATCH
@@ -105,7 +107,7 @@ class KeyStore:
 
     # -- host keys ------------------------------------------------------------------------
     def _host_key_file(self, slug: str) -> Path:
-        return self.dir / "host-keys" / f"{slug}.vault"
+        return self.paths.host_key(slug)
 
     def host_key(self, slug: str, *, create: bool = True) -> KeyPair | None:
         path = self._host_key_file(slug)

@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kallikratis import model
 from kallikratis.keys import KeyStore, atomic_write
-from kallikratis.stackvars import tls_paths
+from kallikratis.paths import StateDir
 
 log = logging.getLogger(__name__)
 CA_DAYS = 3650
@@ -42,8 +42,9 @@ class FleetCA:
         self.fleet = fleet
         self.keys = KeyStore(state_dir, fleet.name)
         self.state_dir = state_dir
-        self.ca_cert_path = tls_paths(state_dir, fleet.name, "x")["ca"]
-        self.ca_key_path = self.ca_cert_path.with_name("ca.key.vault")
+        self.paths = StateDir(state_dir).fleet(fleet.name)
+        self.ca_cert_path = self.paths.ca_cert
+        self.ca_key_path = self.paths.ca_key
 
     def _write_secret(self, path: Path, data: bytes) -> None:
         atomic_write(path, self.keys.vault().encrypt(data))
@@ -101,8 +102,8 @@ class FleetCA:
 
     def ensure_cert(self, m: model.Municipality) -> bool:
         """Issue or renew the municipality's certificate; True when a new one was written."""
-        paths = tls_paths(self.state_dir, self.fleet.name, m.slug)
-        if paths["cert"].exists() and paths["key"].exists() and self._still_good(paths["cert"], m):
+        cert_path, key_path = self.paths.tls_cert(m.slug), self.paths.tls_key(m.slug)
+        if cert_path.exists() and key_path.exists() and self._still_good(cert_path, m):
             return False
         ca_cert, ca_key = self.ensure_ca()
         key = ec.generate_private_key(ec.SECP256R1())
@@ -124,9 +125,9 @@ class FleetCA:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        self._write_secret(paths["key"], _pem_key(key))
+        self._write_secret(key_path, _pem_key(key))
         chain = cert.public_bytes(serialization.Encoding.PEM)
-        atomic_write(paths["cert"], chain, 0o644)
+        atomic_write(cert_path, chain, 0o644)
         log.info("issued TLS certificate for %s", m.domain)
         return True
 

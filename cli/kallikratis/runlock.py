@@ -24,6 +24,7 @@ from shlex import join as shlex_join
 from typing import Any, BinaryIO
 
 from kallikratis.errors import KallikratisError, LockedError
+from kallikratis.paths import StateDir
 
 log = logging.getLogger(__name__)
 _READ_ATTEMPTS = 5  # a holder that has just locked may not have written its content yet
@@ -44,7 +45,7 @@ class Holder:
 
 
 def lock_dir(state_dir: Path, fleet: str) -> Path:
-    return state_dir / "locks" / fleet
+    return StateDir(state_dir).fleet(fleet).locks
 
 
 def _read_holder(handle: BinaryIO) -> Holder | None:

@@ -9,6 +9,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def pinned_options(known_hosts: Path) -> list[tuple[str, str]]:
+    """The options that pin a VM's host key, for every SSH path we have.
+
+    ``kallikratis ssh`` and the engine (:meth:`SshTarget.options`), Ansible's connection
+    (:mod:`kallikratis.stackvars`) and verify's ssh_config (:mod:`kallikratis.verify`) all take
+    them from here: only our known_hosts, never the user's or the system's, and never
+    trust-on-first-use.
+    """
+    return [
+        ("StrictHostKeyChecking", "yes"),
+        ("UserKnownHostsFile", str(known_hosts)),
+        ("GlobalKnownHostsFile", "/dev/null"),
+        ("IdentitiesOnly", "yes"),
+    ]
+
+
+def option_args(options: list[tuple[str, str]]) -> list[str]:
+    """``-o Name=value`` arguments of the ssh command line."""
+    return [arg for name, value in options for arg in ("-o", f"{name}={value}")]
+
+
 @dataclass(frozen=True)
 class SshTarget:
     user: str
@@ -18,18 +39,8 @@ class SshTarget:
 
     def options(self) -> list[str]:
         return [
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "LogLevel=ERROR",
+            *option_args([("BatchMode", "yes"), *pinned_options(self.known_hosts)]),
+            *option_args([("LogLevel", "ERROR")]),
             "-i",
             str(self.identity),
         ]

@@ -9,26 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kallikratis import model
-
-
-def tls_paths(state_dir: Path, fleet: str, slug: str) -> dict[str, Path]:
-    base = state_dir / "fleets" / fleet / "pki"
-    return {"ca": base / "ca.crt", "cert": base / f"{slug}.crt", "key": base / f"{slug}.key.vault"}
+from kallikratis import model, ssh
+from kallikratis.paths import StateDir
 
 
 def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> dict[str, Any]:
-    known_hosts = state_dir / "fleets" / fleet.name / "known_hosts"
-    tls = tls_paths(state_dir, fleet.name, m.slug)
+    state = StateDir(state_dir)
+    mine = state.fleet(fleet.name)
     return {
         "ansible_host": str(m.ip),
         "ansible_user": fleet.admin_user,
         "ansible_become": True,
-        "ansible_ssh_private_key_file": str(state_dir / "ssh" / "id_ed25519"),
-        "ansible_ssh_common_args": (
-            f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null "
-            "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
-        ),
+        "ansible_ssh_private_key_file": str(state.client_key),
+        "ansible_ssh_common_args": " ".join(ssh.option_args(ssh.pinned_options(mine.known_hosts))),
         "kallikratis_fleet": fleet.name,
         "kallikratis_slug": m.slug,
         "kallikratis_display_name": m.display_name,
@@ -39,9 +32,9 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_datasets": list(m.datasets),
         "kallikratis_ip": str(m.ip),
         "kallikratis_mgmt_networks": [str(fleet.network.cidr)],
-        "kallikratis_tls_ca_file": str(tls["ca"]),
-        "kallikratis_tls_cert_file": str(tls["cert"]),
-        "kallikratis_tls_key_file": str(tls["key"]),
+        "kallikratis_tls_ca_file": str(mine.ca_cert),
+        "kallikratis_tls_cert_file": str(mine.tls_cert(m.slug)),
+        "kallikratis_tls_key_file": str(mine.tls_key(m.slug)),
         "kallikratis_data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
         "kallikratis_apt_sources": [
             {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}

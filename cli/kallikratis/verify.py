@@ -24,11 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kallikratis import model, paths
+from kallikratis import model, paths, ssh
 from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
+from kallikratis.paths import StateDir
 from kallikratis.secrets import read_secret
-from kallikratis.stackvars import tls_paths
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,7 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             f"  HostName {m.ip}",
             f"  User {fleet.admin_user}",
             f"  IdentityFile {keys.client_key}",
-            "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {keys.known_hosts}",
-            "  GlobalKnownHostsFile /dev/null",
-            "  StrictHostKeyChecking yes",
+            *(f"  {name} {value}" for name, value in ssh.pinned_options(keys.known_hosts)),
             "  BatchMode yes",
             "  ConnectTimeout 10",
             "  ControlMaster auto",
@@ -68,7 +65,7 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             "  ControlPersist 120",
             "",
         ]
-    path = keys.dir / "ssh_config"
+    path = keys.paths.ssh_config
     atomic_write(path, "\n".join(lines), 0o600)
     return path
 
@@ -89,7 +86,7 @@ def write_spec(
             "ip": str(m.ip),
             "modules": list(m.modules),
             "all_modules": list(model.MODULES),
-            "ca_file": str(tls_paths(state_dir, fleet.name, m.slug)["ca"]),
+            "ca_file": str(StateDir(state_dir).fleet(fleet.name).ca_cert),
             "mgmt_network": str(fleet.network.cidr),
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
@@ -100,7 +97,7 @@ def write_spec(
         }
         for m in selection
     }
-    path = KeyStore(state_dir, fleet.name).dir / "verify-spec.json"
+    path = StateDir(state_dir).fleet(fleet.name).verify_spec
     atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2), 0o644)
     return path
 
@@ -140,7 +137,7 @@ def run(
     tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
     ssh_config = write_ssh_config(fleet, state_dir)
     spec = write_spec(fleet, selection, state_dir, maintenance=maintenance)
-    junit = keys.dir / f"verify-{os.getpid()}.xml"
+    junit = keys.paths.verify_report(os.getpid())
     hosts = ",".join(f"ssh://{m.slug}" for m in selection)
     argv = [
         sys.executable,
