@@ -1,4 +1,4 @@
-"""`kallikratis verify`: the project's testinfra suites (tests/infra) run against the fleet.
+"""`kallikratis verify`: the testinfra suites in kallikratis/checks/ run against the fleet.
 
 Each municipality is reached over the same pinned SSH as everything else (an ssh_config we
 write); what a suite expects of a municipality (domain, display name, modules, CA, watched
@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kallikratis import model, paths, ssh
+from kallikratis import model, ssh
 from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
 from kallikratis.paths import StateDir
@@ -32,9 +32,9 @@ from kallikratis.secrets import read_secret
 
 log = logging.getLogger(__name__)
 
-SUITES = paths.PROJECT_ROOT / "tests" / "infra"
+SUITES = Path(__file__).resolve().parent / "checks"
 SPEC_ENV = "KALLIKRATIS_VERIFY_SPEC"
-#: JSON {slug: token} for the maintenance bypass header (tests/infra/conftest.py reads it)
+#: JSON {slug: token} for the maintenance bypass header (checks/conftest.py reads it)
 BYPASS_ENV = "KALLIKRATIS_VERIFY_BYPASS_TOKENS"
 BYPASS_HEADER = "X-Kallikratis-Maintenance-Bypass"
 BYPASS_SECRET = "vault_web_maintenance_bypass"

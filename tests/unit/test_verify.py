@@ -153,3 +153,16 @@ def test_plain_verify_sends_known_tokens_and_needs_none(
     assert set(json.loads(fake.env[verify.BYPASS_ENV])) == {"minoa-pediada"}
     assert not any(entry["maintenance"] for entry in json.loads(fake.spec).values())
     assert [(c.slug, c.passed) for c in checks] == [("hersonissos", True)]
+
+
+def test_the_suites_ship_with_the_package_and_stay_out_of_the_test_run() -> None:
+    import configparser
+
+    assert verify.SUITES.parent == Path(verify.__file__).resolve().parent
+    assert (verify.SUITES / "conftest.py").is_file()
+    assert sorted(p.name for p in verify.SUITES.glob("test_*.py"))
+    assert not (verify.SUITES / "__init__.py").exists()  # pytest's rootdir import, as before
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    assert "checks/*.py" in cfg["options.package_data"]["kallikratis"]
+    assert cfg["tool:pytest"]["testpaths"].split() == ["tests/unit", "tests/e2e"]

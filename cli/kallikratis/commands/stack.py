@@ -120,7 +120,7 @@ def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json:
 @json_option
 @click.pass_obj
 def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
-    """Check the running platform with the testinfra suites in tests/infra.
+    """Check the running platform with the testinfra suites in kallikratis/checks.
 
     Services, ports and firewall, TLS chain and names, home page, WordPress REST API,
     Datasette JSON API, Kolibri where enabled and absent where not. Exit 5 on any failure.

@@ -1,4 +1,4 @@
-"""Helpers of the opendata and education suites (until tests/infra/conftest.py provides them).
+"""Helpers of the opendata and education suites (until checks/conftest.py provides them).
 
 What a municipality should look like comes from the JSON file named by KALLIKRATIS_VERIFY_SPEC
 (written by `kallikratis verify`): {slug: {slug, display_name, domain, ip, modules, ca_file, ...}}.
