@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from kallikratis.errors import KallikratisError
 from kallikratis.ssh import SshTarget, wait_ready
+from kallikratis.stackvars import VM_MAINTENANCE_FLAG
 
-MAINTENANCE_FLAG = "/etc/kallikratis/maintenance"
+MAINTENANCE_FLAG = VM_MAINTENANCE_FLAG
 APT_ENV = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a APT_LISTCHANGES_FRONTEND=none"
 DPKG_OPTS = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 # "Inst pkg [old] (new Origin:Suite/label [arch])" from apt-get --simulate

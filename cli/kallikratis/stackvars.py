@@ -12,6 +12,12 @@ from typing import Any
 from kallikratis import model, ssh
 from kallikratis.paths import StateDir
 
+#: paths on the VM that more than one role (and the controller) use; the roles see them as
+#: kallikratis_nginx_snippet_dir, kallikratis_maintenance_flag and kallikratis_wheelhouse
+VM_NGINX_SNIPPET_DIR = "/etc/nginx/kallikratis.d"
+VM_MAINTENANCE_FLAG = "/etc/kallikratis/maintenance"
+VM_WHEELHOUSE = "/opt/kallikratis/wheels"
+
 
 def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> dict[str, Any]:
     state = StateDir(state_dir)
@@ -36,6 +42,9 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_tls_cert_file": str(mine.tls_cert(m.slug)),
         "kallikratis_tls_key_file": str(mine.tls_key(m.slug)),
         "kallikratis_data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
+        "kallikratis_nginx_snippet_dir": VM_NGINX_SNIPPET_DIR,
+        "kallikratis_maintenance_flag": VM_MAINTENANCE_FLAG,
+        "kallikratis_wheelhouse": VM_WHEELHOUSE,
         "kallikratis_apt_sources": [
             {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}
             for src in m.apt_sources
