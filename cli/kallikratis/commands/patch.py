@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import ansible, model, patch, patchwaves, verify
+from kallikratis import patch, patchwaves
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -23,8 +23,8 @@ from kallikratis.commands.common import (
 )
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import KallikratisError
-from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
+from kallikratis.patchsteps import fleet_steps
 from kallikratis.selection import select
 from kallikratis.stack import prepare_stack
 
@@ -35,49 +35,6 @@ class PatchError(KallikratisError):
     """Some municipalities failed their patch (and were reverted) or were not reached."""
 
     exit_code = 5
-
-
-def _steps(ctx: Context, board: PhaseBoard, record: RunRecord) -> patch.Steps:
-    engine = ctx.engine
-
-    def deploy(members: list[model.Municipality], check: bool) -> dict[str, tuple[bool, int, str]]:
-        def task(slug: str, name: str) -> None:
-            if name not in ("ok", "failed", "unreachable"):
-                board(slug, ("checking stack: " if check else "deploying: ") + name)
-
-        run = ansible.run_playbook(
-            "site.yml",
-            ctx.fleet.inventory,
-            limit=[m.slug for m in members],
-            state_dir=engine.state_dir,
-            check=check,
-            progress=task,
-        )
-        if not check:
-            record.artifacts(run.artifacts)  # the journal keeps the last deploy's artifacts
-        out = {}
-        for slug, host in run.hosts.items():
-            why = host.result
-            if host.failures:
-                why = f"task {host.failures[0][0]}: {host.failures[0][1][:300]}"
-            out[slug] = (host.result == "ok", host.changed, why)
-        return out
-
-    def check(members: list[model.Municipality], maintenance: bool) -> dict[str, tuple[bool, str]]:
-        checks, _took = verify.run(ctx.fleet, members, engine.state_dir, maintenance=maintenance)
-        out = {}
-        for m in members:
-            mine = [c for c in checks if c.slug in (m.slug, "*")]
-            bad = [c for c in mine if not c.passed]
-            if not mine:
-                out[m.slug] = (False, "no checks ran")
-            elif bad:
-                out[m.slug] = (False, "; ".join(f"{c.name}: {c.message[:200]}" for c in bad[:3]))
-            else:
-                out[m.slug] = (True, "")
-        return out
-
-    return patch.Steps(guest=lambda m: Guest(engine.target(m)), deploy=deploy, verify=check)
 
 
 def _journal(record: RunRecord) -> patch.RecordFn:
@@ -240,7 +197,7 @@ def patch_cmd(
                 engine.backend,
                 selection,
                 options,
-                _steps(ctx, board, record),
+                fleet_steps(engine, board, record.artifacts),
                 board,
                 _journal(record),
             )
