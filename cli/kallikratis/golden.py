@@ -17,6 +17,7 @@ from kallikratis.hypervisor import LibvirtBackend
 
 log = logging.getLogger(__name__)
 PREFIX = "golden-"
+SUFFIX = ".qcow2"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,18 @@ class PublishedImage:
     size_bytes: int
 
 
+def volume_name(recipe: str, version: str) -> str:
+    """The golden volume of a recipe version in a storage pool."""
+    return f"{PREFIX}{recipe}-{version}{SUFFIX}"
+
+
+def version_of(volume: str) -> str | None:
+    """The reverse: the recipe version of a golden volume name, None for any other volume."""
+    if not volume.startswith(PREFIX) or not volume.endswith(SUFFIX):
+        return None
+    return volume.removesuffix(SUFFIX).rsplit("-", 1)[-1]
+
+
 def marker_name(volume: str) -> str:
     return volume + ".sha256"
 
@@ -37,12 +50,10 @@ def published(backend: LibvirtBackend, pool: str) -> list[PublishedImage]:
     vols = {v.name: v for v in backend.volumes(pool)}
     out = []
     for name, vol in sorted(vols.items()):
-        if not name.startswith(PREFIX) or not name.endswith(".qcow2"):
-            continue
-        if marker_name(name) not in vols:
+        version = version_of(name)
+        if version is None or marker_name(name) not in vols:
             continue
         digest = _read_marker(backend, pool, name)
-        version = name[: -len(".qcow2")].rsplit("-", 1)[-1]
         out.append(PublishedImage(name, vol.path, version, digest, vol.allocation_bytes))
     return out
 
@@ -61,7 +72,7 @@ def ensure_published(
     progress: Callable[[str], None] | None = None,
 ) -> PublishedImage:
     """Make sure the recipe's current image is complete in *pool*; upload it if not."""
-    volume = f"{PREFIX}{recipe.name}-{recipe.version}.qcow2"
+    volume = volume_name(recipe.name, recipe.version)
     for img in published(backend, pool):
         if img.volume == volume:
             return img

@@ -40,10 +40,6 @@ class BuiltImage:
     size_bytes: int
     virtual_size_bytes: int
 
-    @property
-    def volume_name(self) -> str:
-        return f"golden-{self.name}-{self.version}.qcow2"
-
 
 # --------------------------------------------------------------------------- cache
 

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from kallikratis import imagebuilder, images, recipes
+from kallikratis import golden, imagebuilder, images, recipes
 from kallikratis.errors import ImageError
 from kallikratis.images import BuiltImage
 from kallikratis.recipes import Recipe
@@ -190,7 +190,9 @@ def test_cached_image_reused_without_building(
     assert image.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert image.size_bytes == path.stat().st_size
     assert image.virtual_size_bytes == 4 * 1024**3
-    assert image.volume_name == f"golden-demo-{recipe.version}.qcow2"
+    assert golden.volume_name(image.name, image.version) == f"golden-demo-{recipe.version}.qcow2"
+    assert golden.version_of(f"golden-demo-{recipe.version}.qcow2") == recipe.version
+    assert golden.version_of(f"demo-{recipe.version}.qcow2") is None
     assert messages and "up to date" in messages[0]
 
 
