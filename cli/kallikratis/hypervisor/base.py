@@ -51,3 +51,12 @@ class DomainInfo:
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    created: int  # seconds since the epoch
+    state: str  # the domain state captured: running, shutoff, ...
+    description: str
+    current: bool

@@ -13,24 +13,15 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
 import libvirt
 
 from kallikratis.errors import HypervisorError
+from kallikratis.hypervisor.base import SnapshotInfo
 from kallikratis.hypervisor.libvirt_calls import errors, or_none
 
 PREFIX = "kk-patch-"
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    name: str
-    created: int  # seconds since the epoch
-    state: str  # the domain state captured: running, shutoff, ...
-    description: str
-    current: bool
 
 
 def _info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
