@@ -60,3 +60,15 @@ def test_one_nginx_reload_handler(role: str) -> None:
     if "Reload nginx" in notifies:
         meta = yaml.safe_load((path / "meta" / "main.yml").read_text())
         assert {"role": "web"} in meta["dependencies"]
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in ROLES.iterdir() if p.is_dir()))
+def test_argument_specs_do_not_copy_the_defaults(role: str) -> None:
+    """Defaults live in defaults/main.yml only; the spec documents and types every one."""
+    spec = yaml.safe_load((ROLES / role / "meta" / "argument_specs.yml").read_text())
+    options = spec["argument_specs"]["main"]["options"]
+    defaults = yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text())
+    assert not [name for name, opt in options.items() if "default" in opt]
+    assert set(defaults) <= set(options)
+    inputs = set(options) - set(defaults)
+    assert all(n.startswith(("kallikratis_", "vault_")) for n in inputs), inputs
