@@ -103,7 +103,8 @@ def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_jso
 
 
 def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json: bool) -> bool:
-    checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir)
+    with PhaseBoard([m.slug for m in selection], "verify") as board:  # stderr, never stdout
+        checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir, progress=board)
     if as_json:
         emit_json({"seconds": took, "checks": checks})
     else:
