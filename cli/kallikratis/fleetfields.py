@@ -19,6 +19,7 @@ Problems = list[tuple[str, str]]
 #: C0/C1 controls, DEL and the Unicode line/paragraph separators YAML breaks lines at
 CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 POOL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+BRIDGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # a Linux interface name
 POOL_PATH_RE = re.compile(r"/[^\s]*")
 SSH_KEY_TYPES = (
     "ssh-ed25519",
@@ -54,6 +55,22 @@ def dns_servers(value: Any, gateway: str) -> tuple[tuple[str, ...], Problems]:
     if problems:
         return (gateway,), problems
     return tuple(value), []
+
+
+def network_names(net: dict[str, Any], fleet_name: str) -> tuple[tuple[str, str], Problems]:
+    """`fleet_network.name` (the libvirt network) and `.bridge` (its Linux bridge)."""
+    name = net.get("name", f"kallikratis-{fleet_name}")
+    bridge = net.get("bridge", f"kk-{fleet_name}"[:15])
+    problems: Problems = []
+    if not isinstance(name, str) or not POOL_NAME_RE.fullmatch(name):
+        why = f"not a libvirt network name (letters, digits, _ . + -): {name!r}"
+        problems.append(("fleet_network.name", why))
+    if not isinstance(bridge, str) or not BRIDGE_RE.fullmatch(bridge):
+        why = f"not a bridge name (at most 15 letters, digits, _ . -): {bridge!r}"
+        problems.append(("fleet_network.bridge", why))
+    if problems:
+        return (f"kallikratis-{fleet_name}", f"kk-{fleet_name}"[:15]), problems
+    return (name, bridge), []
 
 
 def storage_pool(value: Any) -> tuple[model.StoragePool, Problems]:

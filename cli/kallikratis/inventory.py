@@ -173,8 +173,7 @@ def _network(chk: _Checker, gvars: Vars, fleet_name: str) -> model.Network:
         chk.add(gvars, "all", "fleet_network.gateway", str(exc))
         gateway = cidr.network_address + 1
     dns = chk.fleetwide(gvars, net.get("dns"), lambda v: fleetfields.dns_servers(v, str(gateway)))
-    bridge = str(net.get("bridge", f"kk-{fleet_name}"[:15]))
-    name = str(net.get("name", f"kallikratis-{fleet_name}"))
+    name, bridge = chk.fleetwide(gvars, net, lambda v: fleetfields.network_names(v, fleet_name))
     return model.Network(name, str(mode), cidr, gateway, dns, bridge)
 
 

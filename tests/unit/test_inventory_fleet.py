@@ -46,6 +46,14 @@ BAD_FLEET: dict[str, Bad] = {
     "mode-unknown": Bad(_network(mode="bridged"), FLEET, "all", "fleet_network.mode", "one of"),
     "mode-trailing-newline": Bad(_network(mode="nat\n"), FLEET, "all", "fleet_network.mode"),
     "mode-a-list": Bad(_network(mode=["nat"]), FLEET, "all", "fleet_network.mode"),
+    "network-name-newline": Bad(
+        _network(name="kallikratis-crete\n<x/>"), FLEET, "all", "fleet_network.name"
+    ),
+    "network-name-not-a-string": Bad(_network(name=42), FLEET, "all", "fleet_network.name"),
+    "bridge-too-long": Bad(
+        _network(bridge="kallikratis-crete"), FLEET, "all", "fleet_network.bridge", "at most 15"
+    ),
+    "bridge-slash": Bad(_network(bridge="br/0"), FLEET, "all", "fleet_network.bridge"),
     "dns-not-a-list": Bad(
         _network(dns="10.42.0.1"), FLEET, "all", "fleet_network.dns", "must be a list"
     ),
