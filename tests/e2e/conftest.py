@@ -3,26 +3,123 @@
 These tests run inside the lab's network namespace (`scripts/lab test`); they fail, never skip,
 when the lab is missing. The fleet `e2e` uses its own network (10.77.0.0/24) and state
 directory, so it never touches the lab's `crete` VMs.
+
+Boots and first deploys dominate the run under TCG, so they are spent once per session and
+shared; every module still establishes its own preconditions through these fixtures, so any
+module passes alone and in any order:
+
+- ``fleet``: the inventory copy and the state directory; at the end of the session
+  ``destroy --all`` must leave no domain, volume or DHCP reservation of ours (checked).
+- ``booted``: ``up --all`` of the shared municipalities (:data:`SLUGS`), and the test apt
+  repository (``aptrepo.py``) served on the fleet network's gateway as the VMs' only apt source
+  (the VMs cannot reach Debian's mirrors under the network rule).
+- ``deployed``: ``deploy --all`` once, then a libvirt snapshot :data:`BASE_SNAPSHOT` (disk and
+  memory) of every shared VM and a copy of the inventory (with the secrets the deploy
+  generated). ``deployed.restore()`` reverts the VMs and the inventory to that point in seconds;
+  a module that changes either calls it first (``fresh`` fixture) and in its ``finally``.
+
+:data:`SCRATCH` is a municipality outside the shared set: a module that needs a VM to create,
+kill or destroy adds it to the inventory itself and removes it again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
 import yaml
 
+from tests.e2e.aptrepo import AptRepo
+
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
 FLEET = "e2e"
+NETWORK = "kallikratis-e2e"
+GATEWAY = "10.77.0.1"  # the e2e network's address on the host, inside the lab namespace
+POOL = "kallikratis"
+SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed fleet
+SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
+BASE_SNAPSHOT = "e2e-deployed"  # not kk-…: patch runs never list or prune it
+SSH_MASTER_DIRS = ("/tmp/.kk-ssh-cp/*", "/tmp/.kk-verify-*")
+
+
+class Running:
+    """A kallikratis process started in the background; its stderr read by a thread, so
+    every wait on it has a bound."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float) -> str | None:
+        """The first stderr line containing *text*, or None (process ended or *timeout*)."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                return None
+            if line is None:
+                return None
+            self.lines.append(line)
+            if text in line:
+                return line
+        return None
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        """Wait (bounded) for the exit; (returncode, stdout, all stderr)."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        finally:
+            self.kill()
+        self._reader.join(timeout=30)
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return self.proc.returncode, out or "", "".join(self.lines)
+
+    def signal(self, signum: int, group: bool = False) -> None:
+        if self.proc.poll() is None:
+            (os.killpg if group else os.kill)(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
 
 
 @dataclass
@@ -31,12 +128,14 @@ class Fleet:
     state: Path
     env: dict[str, str]
 
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "kallikratis.cli", "-i", str(self.inventory), *args]
+
     def kk(
         self, *args: str, check: bool = True, timeout: float = 900
     ) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "kallikratis.cli", "-i", str(self.inventory), *args]
         done = subprocess.run(
-            argv,
+            self.argv(*args),
             env=self.env,
             capture_output=True,
             text=True,
@@ -47,24 +146,128 @@ class Fleet:
         if check and done.returncode != 0:
             raise AssertionError(
                 f"kallikratis {' '.join(args)} exited {done.returncode}\n"
-                f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+                f"stdout:\n{done.stdout[-6000:]}\nstderr:\n{done.stderr[-6000:]}"
             )
         return done
 
-    def kk_json(self, *args: str, check: bool = True) -> dict:
-        return json.loads(self.kk(*args, "--json", check=check).stdout)
+    def kk_json(self, *args: str, check: bool = True, timeout: float = 900) -> dict:
+        done = self.kk(*args, "--json", check=check, timeout=timeout)
+        try:
+            return json.loads(done.stdout)
+        except ValueError as exc:
+            raise AssertionError(
+                f"kallikratis {' '.join(args)}: no JSON (exit {done.returncode})\n"
+                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            ) from exc
 
-    def popen(self, *args: str) -> subprocess.Popen:
-        argv = [sys.executable, "-m", "kallikratis.cli", "-i", str(self.inventory), *args]
-        return subprocess.Popen(
-            argv,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
+    def popen(self, *args: str) -> Running:
+        return Running(
+            subprocess.Popen(
+                self.argv(*args),
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
         )
+
+    def ssh(self, slug: str, command: str, check: bool = True, timeout: float = 300) -> str:
+        return self.kk("ssh", slug, "--", command, check=check, timeout=timeout).stdout
+
+    # -- the inventory ----------------------------------------------------------------------
+    @property
+    def hosts_yml(self) -> Path:
+        return self.inventory / "hosts.yml"
+
+    @property
+    def fleet_yml(self) -> Path:
+        return self.inventory / "group_vars" / "all" / "fleet.yml"
+
+    def municipalities(self) -> dict[str, Any]:
+        data = yaml.safe_load(self.hosts_yml.read_text())
+        return data["all"]["children"]["municipalities"]["hosts"]
+
+    def set_host(self, slug: str, **values: object) -> None:
+        """Change (or, with an empty entry, add) *slug*'s entry; a None value removes a key."""
+        data = yaml.safe_load(self.hosts_yml.read_text())
+        hosts = data["all"]["children"]["municipalities"]["hosts"]
+        entry = hosts.setdefault(slug, {}) or {}
+        for key, value in values.items():
+            if value is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+        hosts[slug] = entry
+        self.hosts_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    def remove_host(self, slug: str) -> None:
+        data = yaml.safe_load(self.hosts_yml.read_text())
+        data["all"]["children"]["municipalities"]["hosts"].pop(slug, None)
+        self.hosts_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    def set_fleet_vars(self, **values: object) -> None:
+        data = yaml.safe_load(self.fleet_yml.read_text())
+        data.update(values)
+        self.fleet_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    @property
+    def ca_file(self) -> Path:
+        return self.state / "fleets" / FLEET / "pki" / "ca.crt"
+
+    def sites(self) -> dict[str, tuple[str, str]]:
+        """slug -> (ip, domain), from `status` (the live view)."""
+        rows = self.kk_json("status")["municipalities"]
+        return {r["slug"]: (r["ip"], r["domain"]) for r in rows}
+
+
+def close_ssh_masters() -> None:
+    """End every OpenSSH control master of ours: after a revert or a host-key change, a
+    persisted master would reach the VM without a new handshake (or hang on a dead one)."""
+    for pattern in SSH_MASTER_DIRS:
+        for sock in glob.glob(pattern):
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "kallikratis-master"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+
+
+def set_guest_clock(dom: libvirt.virDomain, attempts: int = 20) -> None:
+    """After a memory revert the guest's clock is the snapshot's: set it from ours (agent)."""
+    for _ in range(attempts):
+        now = time.time()
+        try:
+            dom.setTime({"seconds": int(now), "nseconds": int((now % 1) * 1e9)}, 0)
+            return
+        except libvirt.libvirtError as exc:
+            if "hwclock" in (exc.get_error_message() or ""):
+                return  # the system clock is set; the image has no hwclock
+            time.sleep(1.0)
+    raise AssertionError(f"the guest agent of {dom.name()} never set the clock")
+
+
+def our_domains(conn: libvirt.virConnect) -> set[str]:
+    return {d.name() for d in conn.listAllDomains() if d.name().startswith(f"{FLEET}-")}
+
+
+def our_volumes(conn: libvirt.virConnect) -> set[str]:
+    try:
+        pool = conn.storagePoolLookupByName(POOL)
+    except libvirt.libvirtError:
+        return set()
+    pool.refresh()
+    return {v.name() for v in pool.listAllVolumes() if v.name().startswith(f"{FLEET}-")}
+
+
+def dhcp_hosts(conn: libvirt.virConnect) -> set[str]:
+    try:
+        xml = conn.networkLookupByName(NETWORK).XMLDesc(0)
+    except libvirt.libvirtError:
+        return set()
+    return {h.get("name", "") for h in ET.fromstring(xml).iterfind("./ip/dhcp/host")}
 
 
 def _require_lab() -> libvirt.virConnect:
@@ -83,23 +286,25 @@ def conn() -> Iterator[libvirt.virConnect]:
     c.close()
 
 
-@pytest.fixture(scope="session")
-def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) -> Iterator[Fleet]:
-    inv = tmp_path_factory.mktemp("inventory") / "e2e"
+def _e2e_inventory(dest: Path) -> Path:
+    inv = dest / "e2e"
     # not the lab's vault files: they are encrypted with the lab's vault password
     shutil.copytree(ROOT / "inventories" / "crete", inv, ignore=shutil.ignore_patterns("vault.yml"))
-    fleet_file = inv / "group_vars" / "all" / "fleet.yml"
-    data = yaml.safe_load(fleet_file.read_text())
+    f = Fleet(inv, dest, {})
+    data = yaml.safe_load(f.fleet_yml.read_text())
     data["fleet_name"] = FLEET
     data["fleet_domain"] = "e2e.kallikratis.test"
     data["fleet_network"].update(
-        name="kallikratis-e2e",
-        cidr="10.77.0.0/24",
-        gateway="10.77.0.1",
-        dns=["10.77.0.1"],
-        bridge="kk-e2e",
+        name=NETWORK, cidr="10.77.0.0/24", gateway=GATEWAY, dns=[GATEWAY], bridge="kk-e2e"
     )
-    fleet_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    f.fleet_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
+    f.remove_host(SCRATCH)  # not part of the shared fleet; its host_vars stay for onboarding
+    return inv
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) -> Iterator[Fleet]:
+    inv = _e2e_inventory(tmp_path_factory.mktemp("inventory"))
     state = tmp_path_factory.mktemp("state")
     env = dict(
         os.environ,
@@ -111,14 +316,121 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) ->
     )
     env.pop("KALLIKRATIS_INVENTORY", None)
     f = Fleet(inv, state, env)
-    f.kk("destroy", "--all", "--yes")  # leftovers of an interrupted earlier run, if any
+    _destroy_leftovers(conn)
     yield f
-    # leave nothing behind, whatever happened
-    f.kk("destroy", "--all", "--yes", check=False)
-    try:
-        net = conn.networkLookupByName("kallikratis-e2e")
+    # `destroy --all` leaves nothing of ours behind, whatever happened (checked, not hoped)
+    f.set_host(SCRATCH, display_name="Δήμος Μινώα Πεδιάδας")  # so --all covers it too
+    done = f.kk("destroy", "--all", "--yes", check=False, timeout=600)
+    left = (our_domains(conn), our_volumes(conn), dhcp_hosts(conn) & {*SLUGS, SCRATCH})
+    _remove_network(conn)
+    assert done.returncode == 0 and left == (set(), set(), set()), (done.stderr[-3000:], left)
+
+
+def _destroy_leftovers(conn: libvirt.virConnect) -> None:
+    """An earlier interrupted run's VMs (another state directory): remove them by hand."""
+    for name in our_domains(conn):
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+        )
+    with contextlib.suppress(libvirt.libvirtError):
+        pool = conn.storagePoolLookupByName(POOL)
+        pool.refresh()
+        for vol in pool.listAllVolumes():
+            if vol.name().startswith(f"{FLEET}-"):
+                vol.delete(0)
+    _remove_network(conn)
+
+
+def _remove_network(conn: libvirt.virConnect) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        net = conn.networkLookupByName(NETWORK)
         if net.isActive():
             net.destroy()
         net.undefine()
-    except libvirt.libvirtError:
-        pass
+
+
+@dataclass
+class Booted:
+    fleet: Fleet
+    up: dict  # the JSON report of the `up --all` that created the shared VMs
+    repo: AptRepo
+    repo_url: str
+
+
+@pytest.fixture(scope="session")
+def booted(
+    fleet: Fleet, conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Booted]:
+    up = fleet.kk_json("up", "--all", timeout=1200)
+    repo = AptRepo(tmp_path_factory.mktemp("aptrepo"))
+    repo.build()
+    repo.publish(["1.0"])
+    with repo.serve(GATEWAY, 0) as url:  # the gateway exists once `up` made the network
+        fleet.set_fleet_vars(apt_sources=[repo.source_entry(url)])
+        yield Booted(fleet, up, repo, url)
+
+
+@dataclass
+class Deployed:
+    fleet: Fleet
+    conn: libvirt.virConnect
+    deploy: dict  # the JSON report of the first `deploy --all`
+    pristine: Path  # the inventory as it was when the snapshots were taken
+    repo: AptRepo
+    restores: list[float] = field(default_factory=list)
+
+    def restore(self) -> None:
+        """The shared VMs and the inventory back to the base snapshot (seconds, not minutes)."""
+        started = time.monotonic()
+        close_ssh_masters()
+        for slug in SLUGS:
+            dom = self.conn.lookupByName(f"{FLEET}-{slug}")
+            base = dom.snapshotLookupByName(BASE_SNAPSHOT, 0)
+            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
+            try:
+                dom.revertToSnapshot(base, flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY:
+                    raise
+                dom.revertToSnapshot(base, flags | libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
+            for snap in dom.listAllSnapshots():
+                if snap.getName() != BASE_SNAPSHOT:
+                    snap.delete(0)
+        for slug in SLUGS:
+            set_guest_clock(self.conn.lookupByName(f"{FLEET}-{slug}"))
+        shutil.rmtree(self.fleet.inventory)
+        shutil.copytree(self.pristine, self.fleet.inventory)
+        self.repo.publish(["1.0"])
+        self.restores.append(time.monotonic() - started)
+
+
+@pytest.fixture(scope="session")
+def deployed(
+    booted: Booted, conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactory
+) -> Deployed:
+    fleet = booted.fleet
+    out = fleet.kk_json("deploy", "--all", timeout=1800)
+    close_ssh_masters()
+    for slug in SLUGS:
+        dom = conn.lookupByName(f"{FLEET}-{slug}")
+        dom.snapshotCreateXML(
+            f"<domainsnapshot><name>{BASE_SNAPSHOT}</name>"
+            "<description>e2e: first deploy done</description></domainsnapshot>",
+            0,
+        )
+    pristine = tmp_path_factory.mktemp("pristine") / "e2e"
+    shutil.copytree(fleet.inventory, pristine)
+    return Deployed(fleet, conn, out, pristine, booted.repo)
+
+
+@pytest.fixture(scope="module")
+def fresh(deployed: Deployed) -> Iterator[Deployed]:
+    """The shared fleet as deployed, for a module that changes it; put back afterwards."""
+    deployed.restore()
+    try:
+        yield deployed
+    finally:
+        deployed.restore()

@@ -1,6 +1,7 @@
-"""The application stack on real VMs: onboard, deploy, verify, idempotence, a real browser,
-module removal, validation before change, and an unreachable VM. Runs after test_provision
-(which leaves the e2e fleet destroyed), in this order."""
+"""The application stack on real VMs: deploy, verify, idempotence, a real browser, module
+removal, validation before change, an unreachable VM, a changed host key refused on every SSH
+path, plain ansible-playbook. On the shared deployed fleet (``fresh``: reverted to the base
+snapshot before and after this module)."""
 
 from __future__ import annotations
 
@@ -12,64 +13,36 @@ from pathlib import Path
 
 import libvirt
 import pytest
-import yaml
 
-from tests.e2e.conftest import FLEET, Fleet
+from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet, close_ssh_masters
 
 pytestmark = pytest.mark.e2e
-SLUGS = ["archanes-asterousia", "minoa-pediada", "hersonissos"]
 ARTIFACTS = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
 
 
-def hosts_yml(fleet: Fleet) -> Path:
-    return fleet.inventory / "hosts.yml"
-
-
-def set_host(fleet: Fleet, slug: str, **values: object) -> None:
-    data = yaml.safe_load(hosts_yml(fleet).read_text())
-    entry = data["all"]["children"]["municipalities"]["hosts"][slug]
-    for key, value in values.items():
-        if value is None:
-            entry.pop(key, None)
-        else:
-            entry[key] = value
-    hosts_yml(fleet).write_text(yaml.safe_dump(data, allow_unicode=True))
-
-
 def deploy(fleet: Fleet, *args: str, check: bool = True) -> dict:
-    done = fleet.kk("deploy", *args, "--json", check=check, timeout=1800)
-    return json.loads(done.stdout)
+    return fleet.kk_json("deploy", *args, check=check, timeout=1800)
 
 
-def test_onboard_a_new_municipality(fleet: Fleet) -> None:
-    done = fleet.kk("onboard", "hersonissos", timeout=1800)
-    assert "hersonissos is online" in done.stdout
-
-
-def test_deploy_all(fleet: Fleet) -> None:
-    fleet.kk("up", "--all")
-    out = deploy(fleet, "--all")
+def test_first_deploy_of_all(fresh: Deployed) -> None:
+    out = fresh.deploy  # the session's first `deploy --all`, which the base snapshot holds
     for slug in SLUGS:
         assert out["hosts"][slug]["failed"] == 0 and out["hosts"][slug]["unreachable"] == 0
+        assert out["hosts"][slug]["changed"] > 0
     assert Path(out["artifacts"]).is_dir()
 
 
-def test_verify_passes_everywhere(fleet: Fleet) -> None:
-    out = fleet.kk_json("verify")
+def test_verify_passes_everywhere(fresh: Deployed) -> None:
+    out = fresh.fleet.kk_json("verify")
     failed = [c for c in out["checks"] if not c["passed"]]
     assert not failed, failed
     assert {c["slug"] for c in out["checks"]} == set(SLUGS)
 
 
-def test_second_deploy_changes_nothing(fleet: Fleet) -> None:
-    out = deploy(fleet, "--all")
-    assert {slug: h["changed"] for slug, h in out["hosts"].items()} == dict.fromkeys(SLUGS, 0)
-
-
-def test_status_json_has_domain_and_modules(fleet: Fleet) -> None:
-    rows = {r["slug"]: r for r in fleet.kk_json("status")["municipalities"]}
+def test_status_json_has_domain_and_modules(fresh: Deployed) -> None:
+    rows = {r["slug"]: r for r in fresh.fleet.kk_json("status")["municipalities"]}
     assert rows["hersonissos"]["modules"] == ["portal", "opendata", "education"]
-    assert rows["minoa-pediada"]["domain"] == "minoa-pediada.e2e.kallikratis.test"
+    assert rows["archanes-asterousia"]["domain"] == "archanes-asterousia.e2e.kallikratis.test"
 
 
 def _browser_profile(tmp_path: Path, ca_file: Path) -> dict[str, str]:
@@ -97,9 +70,11 @@ def _browser_profile(tmp_path: Path, ca_file: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("slug", SLUGS)
-def test_a_real_browser_shows_the_portal(fleet: Fleet, tmp_path: Path, slug: str) -> None:
-    spec = json.loads((fleet.state / "fleets" / FLEET / "verify-spec.json").read_text())[slug]
-    env = _browser_profile(tmp_path, Path(spec["ca_file"]))
+def test_a_real_browser_shows_the_portal(fresh: Deployed, tmp_path: Path, slug: str) -> None:
+    fleet = fresh.fleet
+    ip, domain = fleet.sites()[slug]
+    display_name = fleet.municipalities()[slug]["display_name"]
+    env = _browser_profile(tmp_path, fleet.ca_file)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"portal-{slug}.png"
     shot.unlink(missing_ok=True)
@@ -114,9 +89,9 @@ def test_a_real_browser_shows_the_portal(fleet: Fleet, tmp_path: Path, slug: str
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
-        f"--host-resolver-rules=MAP {spec['domain']} {spec['ip']}",
+        f"--host-resolver-rules=MAP {domain} {ip}",
     ]
-    url = f"https://{spec['domain']}/"
+    url = f"https://{domain}/"
     dom = subprocess.run(
         [*common, "--dump-dom", url],
         env=env,
@@ -125,7 +100,7 @@ def test_a_real_browser_shows_the_portal(fleet: Fleet, tmp_path: Path, slug: str
         timeout=180,
         check=False,
     )
-    assert spec["display_name"] in dom.stdout, dom.stderr[-2000:]
+    assert display_name in dom.stdout, dom.stderr[-2000:]
     subprocess.run(
         [*common, f"--screenshot={shot}", "--window-size=1280,900", url],
         env=env,
@@ -136,14 +111,52 @@ def test_a_real_browser_shows_the_portal(fleet: Fleet, tmp_path: Path, slug: str
     assert shot.exists() and shot.stat().st_size > 10_000
 
 
-def test_removing_education_removes_kolibri(fleet: Fleet) -> None:
-    set_host(fleet, "hersonissos", modules=["portal", "opendata"])
-    out = deploy(fleet, "hersonissos")
-    assert out["hosts"]["hersonissos"]["failed"] == 0
-    gone = fleet.kk("ssh", "hersonissos", "--", "systemctl", "is-active", "kolibri", check=False)
-    assert gone.stdout.strip() != "active"
-    out = fleet.kk_json("verify", "hersonissos")
-    assert all(c["passed"] for c in out["checks"]), out["checks"]
+def _plain_ansible_check(fleet: Fleet, slug: str) -> subprocess.CompletedProcess:
+    root = Path(__file__).resolve().parents[2]
+    env = dict(fleet.env, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(fleet.inventory),
+            str(root / "playbooks" / "site.yml"),
+            "--limit",
+            slug,
+            "--check",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=root,
+        check=False,
+    )
+
+
+def test_plain_ansible_playbook_reads_the_same_inventory(fresh: Deployed) -> None:
+    """Plain ansible-playbook (our vars plugin, no kallikratis process) in check mode on a
+    deployed VM: it connects with the pinned settings and would change nothing."""
+    done = _plain_ansible_check(fresh.fleet, "archanes-asterousia")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    recap = done.stdout[done.stdout.rfind("PLAY RECAP") :]
+    assert "archanes-asterousia" in recap and "failed=0" in recap, recap
+    assert "changed=0" in recap, done.stdout[-5000:]
+
+
+def test_second_deploy_changes_nothing_and_a_shut_off_vm_is_unreachable(
+    fresh: Deployed, conn: libvirt.virConnect
+) -> None:
+    """The idempotence gate (0 changed on the VM with every module) and a VM that is shut off
+    reported unreachable while the other deploys, in one run."""
+    conn.lookupByName(f"{FLEET}-archanes-asterousia").destroy()
+    try:
+        out = deploy(fresh.fleet, "--all", check=False)
+        hosts = out["hosts"]
+        assert hosts["archanes-asterousia"]["unreachable"] > 0, hosts
+        herso = hosts["hersonissos"]
+        assert (herso["failed"], herso["unreachable"], herso["changed"]) == (0, 0, 0), herso
+    finally:
+        fresh.restore()
 
 
 @pytest.mark.parametrize(
@@ -155,57 +168,62 @@ def test_removing_education_removes_kolibri(fleet: Fleet) -> None:
     ],
 )
 def test_validate_rejects_bad_stack_input_before_any_change(
-    fleet: Fleet, conn: libvirt.virConnect, change: dict
+    fresh: Deployed, conn: libvirt.virConnect, change: dict
 ) -> None:
-    backup = hosts_yml(fleet).read_text()
+    fleet, slug = fresh.fleet, "archanes-asterousia"
+    backup = fleet.hosts_yml.read_text()
     runs_before = set((fleet.state / "runs").iterdir())
-    xml_before = conn.lookupByName(f"{FLEET}-minoa-pediada").XMLDesc(0)
+    xml_before = conn.lookupByName(f"{FLEET}-{slug}").XMLDesc(0)
     try:
-        set_host(fleet, "minoa-pediada", **change)
+        fleet.set_host(slug, **change)
         for cmd in (["validate"], ["deploy", "--all"], ["up", "--all"]):
             done = fleet.kk(*cmd, check=False)
             assert done.returncode == 2, (cmd, done.stdout, done.stderr)
-            assert "minoa-pediada" in done.stderr and "hosts.yml" in done.stderr
+            assert slug in done.stderr and "hosts.yml" in done.stderr
     finally:
-        hosts_yml(fleet).write_text(backup)
+        fleet.hosts_yml.write_text(backup)
     assert set((fleet.state / "runs").iterdir()) == runs_before  # no playbook ran
-    assert conn.lookupByName(f"{FLEET}-minoa-pediada").XMLDesc(0) == xml_before
+    assert conn.lookupByName(f"{FLEET}-{slug}").XMLDesc(0) == xml_before
 
 
-def test_a_shut_off_vm_is_unreachable_while_the_others_deploy(
-    fleet: Fleet, conn: libvirt.virConnect
-) -> None:
-    conn.lookupByName(f"{FLEET}-minoa-pediada").destroy()
+def test_removing_education_removes_kolibri(fresh: Deployed) -> None:
+    fleet = fresh.fleet
     try:
-        done = fleet.kk("deploy", "--all", "--json", check=False, timeout=1800)
-        assert done.returncode == 5
-        hosts = json.loads(done.stdout)["hosts"]
-        assert hosts["minoa-pediada"]["unreachable"] > 0
-        for slug in ("archanes-asterousia", "hersonissos"):
-            assert hosts[slug]["failed"] == 0 and hosts[slug]["unreachable"] == 0
+        fleet.set_host("hersonissos", modules=["portal", "opendata"])
+        out = deploy(fleet, "hersonissos")
+        assert out["hosts"]["hersonissos"]["failed"] == 0
+        gone = fleet.ssh("hersonissos", "systemctl is-active kolibri || true")
+        assert gone.strip() != "active"
+        out = fleet.kk_json("verify", "hersonissos")
+        assert all(c["passed"] for c in out["checks"]), out["checks"]
     finally:
-        fleet.kk("up", "--all")
+        fresh.restore()
 
 
-def test_plain_ansible_playbook_reads_the_same_inventory(fleet: Fleet) -> None:
-    root = Path(__file__).resolve().parents[2]
-    env = dict(fleet.env, ANSIBLE_CONFIG=str(root / "ansible.cfg"))
-    done = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(fleet.inventory),
-            str(root / "playbooks" / "site.yml"),
-            "--limit",
-            "archanes-asterousia",
-            "--check",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=root,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "archanes-asterousia" in done.stdout and "failed=0" in done.stdout
+def test_a_changed_host_key_is_refused_on_every_ssh_path(fresh: Deployed) -> None:
+    """The VM presents another host key (as a man in the middle would): `kallikratis ssh`,
+    `verify` (testinfra's ssh_config) and `deploy` (Ansible's connection) all refuse it."""
+    fleet, slug = fresh.fleet, "archanes-asterousia"
+    key = "/etc/ssh/ssh_host_ed25519_key"
+    try:
+        fleet.ssh(
+            slug,
+            f"sudo rm -f {key} {key}.pub && sudo ssh-keygen -q -t ed25519 -N '' -f {key}"
+            " && sudo systemctl restart ssh",
+        )
+        close_ssh_masters()  # a persisted master would skip the new handshake
+        done = fleet.kk("ssh", slug, "--", "true", check=False, timeout=120)
+        assert done.returncode != 0, done.stdout
+        assert "host key" in done.stderr.lower(), done.stderr
+
+        done = fleet.kk("verify", slug, "--json", check=False, timeout=900)
+        assert done.returncode != 0, done.stdout[-3000:]
+        assert "host key" in (done.stdout + done.stderr).lower(), done.stdout[-3000:]
+
+        done = fleet.kk("deploy", slug, "--json", check=False, timeout=900)
+        assert done.returncode == 5, done.stdout[-3000:] + done.stderr[-3000:]
+        host = json.loads(done.stdout)["hosts"][slug]
+        assert host["unreachable"] > 0 and host["changed"] == 0, host
+        assert "host key" in (done.stdout + done.stderr).lower(), done.stdout[-3000:]
+    finally:
+        fresh.restore()

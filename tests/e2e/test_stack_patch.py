@@ -1,16 +1,18 @@
-"""Patch runs on real VMs, with updates from a signed apt repository served inside the lab.
+"""Patch runs on real VMs, with updates from the signed apt repository that the session serves
+inside the lab (tests/e2e/aptrepo.py; the shared fleet's only apt source).
 
-Runs after test_stack.py (the e2e fleet is up and deployed; the module brings it there
-itself when run alone). The repository (tests/e2e/aptrepo.py) serves `kallikratis-probe`:
-1.0 installed first, 1.1 good (and asks for a reboot), 1.2 breaks the service that
-`watch_services` makes `verify` check. In this order:
+On the shared deployed fleet, reverted to its base snapshot first (``fresh``). The repository
+serves `kallikratis-probe`: 1.0 installed first, 1.1 good (asks for a reboot), 1.2 breaks the
+service that `watch_services` makes `verify` check. In this order:
   1. dry run: pending 1.0 → 1.1 listed per municipality, nothing changed;
-  2. patch all while one VM is killed (`virsh destroy`) in the middle of its deploy: that
-     one is reverted and reported, the others are patched (and rebooted);
-  3. the same command again converges: all three at 1.1, verify green, journal has versions;
-  4. 1.2 with --canary 1: the canary fails its checks, is reverted and serves 1.1, the run
-     stops, the others are untouched; a post written before survives; the maintenance page
-     was served during the patch; a second patch run meanwhile is refused by the lock.
+  2. SIGTERM (what systemd sends) to a running `patch`: the VM in progress is reverted;
+  3. patch all while one VM is killed (`virsh destroy`) in the middle of its deploy: that one
+     is reverted and reported, the other is patched (and rebooted);
+  4. `kill -9` of a `patch` in the middle, then `patch --all` again converges: both at 1.1,
+     verify green, the journal has the versions;
+  5. 1.2 with --canary 1: the canary fails its checks, is reverted and serves 1.1, the run
+     stops, the other is untouched; a post written before survives; the maintenance page was
+     served during the patch; a second patch run meanwhile is refused by the lock.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import http.client
 import json
 import shlex
+import signal
 import socket
 import ssl
 import subprocess
@@ -29,35 +32,26 @@ from dataclasses import dataclass, field
 
 import libvirt
 import pytest
-import yaml
 
 from tests.e2e.aptrepo import AptRepo
-from tests.e2e.conftest import FLEET, Fleet
+from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet
 
 pytestmark = pytest.mark.e2e
-SLUGS = ["archanes-asterousia", "minoa-pediada", "hersonissos"]
 CANARY = SLUGS[0]  # the first in inventory order
-GATEWAY = "10.77.0.1"  # the e2e network's address on the host, inside the lab namespace
+OTHER = SLUGS[1]
 PROBE = "kallikratis-probe.service"
-PATCH_TIMEOUT = 2400
+PATCH_TIMEOUT = 1800
 
 
 @dataclass
 class Lab:
     fleet: Fleet
     repo: AptRepo
-    url: str
     conn: libvirt.virConnect
     sites: dict[str, tuple[str, str]] = field(default_factory=dict)  # slug -> (ip, domain)
 
-    def set_fleet_vars(self, **values: object) -> None:
-        path = self.fleet.inventory / "group_vars" / "all" / "fleet.yml"
-        data = yaml.safe_load(path.read_text())
-        data.update(values)
-        path.write_text(yaml.safe_dump(data, allow_unicode=True))
-
     def ssh(self, slug: str, command: str, check: bool = True) -> str:
-        return self.fleet.kk("ssh", slug, "--", command, check=check, timeout=300).stdout
+        return self.fleet.ssh(slug, command, check=check)
 
     def probe_version(self, slug: str) -> str:
         return self.ssh(slug, "cat /usr/share/kallikratis-probe/VERSION").strip()
@@ -77,8 +71,7 @@ class Lab:
     def get(self, slug: str, path: str = "/") -> tuple[int, str]:
         """HTTPS from the controller, as a citizen (no maintenance bypass), fleet CA only."""
         ip, domain = self.sites[slug]
-        ca = self.fleet.state / "fleets" / FLEET / "pki" / "ca.crt"
-        context = ssl.create_default_context(cafile=str(ca))
+        context = ssl.create_default_context(cafile=str(self.fleet.ca_file))
         raw = socket.create_connection((ip, 443), timeout=20)
         conn = http.client.HTTPConnection(domain, 443, timeout=20)
         conn.sock = context.wrap_socket(raw, server_hostname=domain)
@@ -93,38 +86,26 @@ class Lab:
         return self.fleet.kk("patch", *args, "--json", check=False, timeout=PATCH_TIMEOUT)
 
 
-def _results(done: subprocess.CompletedProcess) -> dict[str, dict]:
+def _results(done: subprocess.CompletedProcess | str, code: int | None = None) -> dict[str, dict]:
+    out = done if isinstance(done, str) else done.stdout
     try:
-        data = json.loads(done.stdout)
+        data = json.loads(out)
     except ValueError as exc:
-        raise AssertionError(
-            f"no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
-        ) from exc
+        err = "" if isinstance(done, str) else done.stderr[-3000:]
+        raise AssertionError(f"no JSON (exit {code}):\n{out[-3000:]}\n{err}") from exc
     return {m["slug"]: m for m in data["municipalities"]}
 
 
 @pytest.fixture(scope="module")
-def lab(
-    fleet: Fleet, conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Lab]:
-    fleet.kk("up", "--all", timeout=1800)  # creates the network (and VMs) when run alone
-    repo = AptRepo(tmp_path_factory.mktemp("aptrepo"))
-    repo.build()
-    repo.publish(["1.0"])
-    with repo.serve(GATEWAY, 0) as url:
-        lab = Lab(fleet, repo, url, conn)
-        lab.set_fleet_vars(apt_sources=[repo.source_entry(url)], watch_services=[])
-        deploy = fleet.kk("deploy", "--all", "--json", check=False, timeout=1800)
-        assert deploy.returncode == 0, deploy.stdout[-4000:] + deploy.stderr[-2000:]
-        for slug in SLUGS:
-            lab.ssh(
-                slug, "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q kallikratis-probe"
-            )
-            assert lab.probe_version(slug) == "1.0"
-        lab.set_fleet_vars(watch_services=[PROBE])
-        rows = fleet.kk_json("status")["municipalities"]
-        lab.sites = {r["slug"]: (r["ip"], r["domain"]) for r in rows}
-        yield lab
+def lab(fresh: Deployed) -> Iterator[Lab]:
+    fleet = fresh.fleet
+    lab = Lab(fleet, fresh.repo, fresh.conn)
+    for slug in SLUGS:
+        lab.ssh(slug, "sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q kallikratis-probe")
+        assert lab.probe_version(slug) == "1.0"
+    fleet.set_fleet_vars(watch_services=[PROBE])
+    lab.sites = fleet.sites()
+    yield lab
 
 
 def test_dry_run_lists_pending_updates_and_changes_nothing(lab: Lab) -> None:
@@ -141,46 +122,71 @@ def test_dry_run_lists_pending_updates_and_changes_nothing(lab: Lab) -> None:
         assert not lab.in_maintenance(slug)
 
 
+def test_sigterm_reverts_the_vm_in_progress(lab: Lab) -> None:
+    """systemd stops a scheduled run with SIGTERM: the VM being patched goes back to its
+    snapshot and leaves maintenance mode before the process exits."""
+    run = lab.fleet.popen("patch", OTHER, "--json")
+    try:
+        seen = run.wait_for(f"{OTHER}: upgrading packages", timeout=600)
+        assert seen, f"never saw {OTHER} upgrading:\n{run.stderr[-3000:]}"
+        run.signal(signal.SIGTERM)
+        code, _out, err = run.finish(timeout=900)
+    finally:
+        run.kill()
+    assert code != 0, err[-3000:]
+    assert "reverting" in err, err[-3000:]
+    assert lab.probe_version(OTHER) == "1.0" and lab.probe_active(OTHER)
+    assert not lab.in_maintenance(OTHER) and lab.snapshots(OTHER) == []
+    assert lab.get(OTHER)[0] == 200
+
+
 def test_a_vm_killed_mid_patch_is_reverted_and_the_others_go_on(lab: Lab) -> None:
-    victim = "minoa-pediada"
-    proc = lab.fleet.popen("patch", "--all", "--canary", "0", "--max-fail", "1", "--json")
-    killed_at = None
-    assert proc.stderr is not None
-    stderr_lines = []
-    for line in proc.stderr:  # progress lines: "[  12.3s] slug: phase"
-        stderr_lines.append(line)
-        if killed_at is None and f"{victim}: deploying" in line:
+    victim = OTHER
+    run = lab.fleet.popen("patch", "--all", "--canary", "0", "--max-fail", "1", "--json")
+    try:
+        killed_at = run.wait_for(f"{victim}: deploying", timeout=900)
+        if killed_at:
             lab.conn.lookupByName(f"{FLEET}-{victim}").destroy()
-            killed_at = line.strip()
-    out, _ = proc.communicate(timeout=PATCH_TIMEOUT)
-    stderr = "".join(stderr_lines)
-    assert killed_at, f"never saw {victim} deploying:\n{stderr[-3000:]}"
-    assert proc.returncode == 5, f"exit {proc.returncode}\n{out}\n{stderr[-3000:]}"
-    results = {m["slug"]: m for m in json.loads(out)["municipalities"]}
+        code, out, stderr = run.finish(timeout=PATCH_TIMEOUT)
+    finally:
+        run.kill()
+    assert killed_at, f"never saw {victim} deploying:\n{run.stderr[-3000:]}"
+    assert code == 5, f"exit {code}\n{out}\n{stderr[-3000:]}"
+    results = _results(out, code)
     assert results[victim]["result"] == "failed" and results[victim]["reverted"]
     assert "serving again" in results[victim]["reason"], results[victim]["reason"]
     assert lab.probe_version(victim) == "1.0" and lab.probe_active(victim)
     assert not lab.in_maintenance(victim) and lab.snapshots(victim) == []
-    for slug in ("archanes-asterousia", "hersonissos"):
-        assert results[slug]["result"] == "patched", results[slug]
-        assert results[slug]["rebooted"], "1.1 asks for a reboot"
-        assert lab.probe_version(slug) == "1.1" and lab.probe_active(slug)
-        assert not lab.in_maintenance(slug) and len(lab.snapshots(slug)) == 1
+    assert results[CANARY]["result"] == "patched", results[CANARY]
+    assert results[CANARY]["rebooted"], "1.1 asks for a reboot"
+    assert lab.probe_version(CANARY) == "1.1" and lab.probe_active(CANARY)
+    assert not lab.in_maintenance(CANARY) and len(lab.snapshots(CANARY)) == 1
 
 
-def test_the_same_run_again_converges(lab: Lab) -> None:
+def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
+    run = lab.fleet.popen("patch", OTHER, "--json")
+    try:
+        seen = run.wait_for(f"{OTHER}: snapshot", timeout=600)
+        time.sleep(2)  # into the snapshot
+        run.signal(signal.SIGKILL, group=True)
+        run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert seen, f"never saw {OTHER} snapshotting:\n{run.stderr[-3000:]}"
+    assert lab.in_maintenance(OTHER), "the killed run had put it in maintenance mode"
+
     done = lab.patch("--all", "--canary", "0")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = _results(done)
-    assert results["minoa-pediada"]["result"] == "patched"
-    assert results["archanes-asterousia"]["result"] == "unchanged"
-    assert results["hersonissos"]["result"] == "unchanged"
+    assert results[OTHER]["result"] == "patched", results[OTHER]
+    assert results[CANARY]["result"] == "unchanged", results[CANARY]
     for slug in SLUGS:
         assert lab.probe_version(slug) == "1.1"
+        assert not lab.in_maintenance(slug)
         assert len(lab.snapshots(slug)) == 1, "patch_keep_snapshots defaults to 1"
     checks = lab.fleet.kk_json("verify")["checks"]
     assert not [c for c in checks if not c["passed"]]
-    history = lab.fleet.kk_json("history", "--limit", "5")["runs"]
+    history = lab.fleet.kk_json("history", "--limit", "10")["runs"]
     patched = {
         r["slug"]: r["detail"]
         for run in history
@@ -240,27 +246,27 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
 
     watcher = Watcher(lab, CANARY)
     watcher.start()
-    proc = lab.fleet.popen("patch", "--all", "--canary", "1", "--json")
+    run = lab.fleet.popen("patch", "--all", "--canary", "1", "--json")
     try:
-        # wait until the canary is in maintenance, then a second run must be refused at once
+        # wait (bounded) until the canary is in maintenance: a second run must be refused at once
         deadline = time.monotonic() + 600
         while not any(s == 503 for s, _ in watcher.seen) and time.monotonic() < deadline:
             time.sleep(1)
+        assert any(s == 503 for s, _ in watcher.seen), f"never in maintenance: {run.stderr}"
         started = time.monotonic()
-        second = lab.fleet.kk("patch", "hersonissos", check=False, timeout=120)
+        second = lab.fleet.kk("patch", OTHER, check=False, timeout=120)
         refused_in = time.monotonic() - started
-        out, err = proc.communicate(timeout=PATCH_TIMEOUT)
+        code, out, err = run.finish(timeout=PATCH_TIMEOUT)
     finally:
         watcher.stop.set()
         watcher.join(timeout=60)
-        if proc.poll() is None:
-            proc.kill()
+        run.kill()
     assert second.returncode == 6, second.stdout + second.stderr
-    assert "patch" in second.stderr and str(proc.pid) in second.stderr, second.stderr
+    assert "patch" in second.stderr and str(run.proc.pid) in second.stderr, second.stderr
     assert refused_in < 30, f"the lock refusal took {refused_in:.0f} s"
 
-    assert proc.returncode == 5, out + err[-3000:]
-    results = {m["slug"]: m for m in json.loads(out)["municipalities"]}
+    assert code == 5, out + err[-3000:]
+    results = _results(out, code)
     canary = results[CANARY]
     assert canary["result"] == "failed" and canary["reverted"], canary
     assert "kallikratis-probe" in canary["reason"], canary["reason"]
