@@ -189,15 +189,16 @@ def run_playbook(
         for host, n in (stats.get(key) or {}).items():
             if host in hosts:
                 setattr(hosts[host], attr, n)
-    not_started = ""
-    if not seen:
-        stdout = _stdout(runner)
+    reason = ""
+    if seen != set(hosts):  # some host never saw a task: ansible's own words say why
         secrets = [str(v) for v in (extravars or {}).values() if isinstance(v, str)]
-        not_started = start_problem(stdout, secrets) or f"ansible-runner status {runner.status}"
+        reason = start_problem(_stdout(runner), secrets)
+    not_started = "" if seen else reason or f"ansible-runner status {runner.status}"
     for host, outcome in hosts.items():
         if not any((outcome.ok, outcome.changed, outcome.failed, outcome.unreachable)):
             outcome.failed = 1
-            why = f"ansible did not start: {not_started}" if not_started else "ansible did not run"
+            why = f"ansible did not start on {host}"
+            why += f": {not_started or reason}" if not_started or reason else ""
             outcome.failures.append(("(none)", f"{why} (run artifacts: {private})"))
         if progress:
             progress(host, outcome.result)

@@ -87,7 +87,7 @@ def test_a_playbook_that_matched_no_host_says_why(no_host_run: ansible.PlaybookR
     assert "leaves us with no hosts to target" in run.not_started
     [(task, message)] = run.hosts[NOWHERE].failures
     assert task == "(none)"
-    assert message.startswith(f"ansible did not start: {run.not_started}")
+    assert message.startswith(f"ansible did not start on {NOWHERE}: {run.not_started}")
     assert str(run.artifacts.parent) in message
 
 

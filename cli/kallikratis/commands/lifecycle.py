@@ -314,11 +314,13 @@ def render_cmd(ctx: Context, name: str, what: str) -> None:
     pair = engine.keys.host_key(m.slug, create=False)
     if pair is None:
         pair = KeyPair("", "(host key generated at first `up`)")
+    dom = None
     try:
-        dom = engine.backend(m.hypervisor).domain(m.vm_name)
-    except HypervisorError as exc:
-        dom = None
+        backend = engine.backend(m.hypervisor)
+    except HypervisorError as exc:  # cannot connect: render from the inventory alone
         _say_rendered_offline(ctx, m.hypervisor, exc, what, engine.recipe().version)
+    else:
+        dom = backend.domain(m.vm_name)
     image = dom.image if dom else engine.recipe().version
     doc = engine.documents(m, pair, image)[what]
     if pair.private_openssh:
