@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
-from kallikratis import model, opsfields, schedule
+from kallikratis import fleetfields, model, opsfields, schedule
 from kallikratis.errors import InventoryError, Problem
 from kallikratis.varsfiles import RawInventory, Vars, load_raw
 
@@ -23,6 +23,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 LOGO_RE = re.compile(r"^(https://[^\s\"'<>]+|/[^\s\"'<>]*)$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+PROFILE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 DOMAIN_TYPE_ENV = "KALLIKRATIS_DOMAIN_TYPE"
 
@@ -33,7 +34,7 @@ T = TypeVar("T")
 def is_fqdn(name: Any) -> bool:
     if not isinstance(name, str) or not 1 <= len(name) <= 253 or "." not in name:
         return False
-    return all(DNS_LABEL.match(label) for label in name.split("."))
+    return all(DNS_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _stable_int(*parts: str) -> int:
@@ -78,6 +79,13 @@ class _Checker:
         self._shared[memo_key] = value
         return value
 
+    def fleetwide(self, gvars: Vars, raw: Any, parse: Callable[[Any], tuple[T, Any]]) -> T:
+        """Parse a fleet-wide value; its problems are reported under the entry `all`."""
+        value, problems = parse(raw)
+        for fld, msg in problems:
+            self.add(gvars, "all", fld, msg)
+        return value
+
     def positive_int(self, vars_: Vars, entry: str, fld: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             self.add(vars_, entry, fld, f"must be a positive integer, got {value!r}")
@@ -102,21 +110,18 @@ def load(path: str | Path) -> model.Fleet:
     network = _network(chk, gvars, fleet_name)
     profiles = _profiles(chk, gvars)
     hypervisors = _hypervisors(chk, raw, gvars)
-    municipalities = _municipalities(chk, raw, gvars, fleet_name, network, profiles, hypervisors)
-    pool = gvars.get("fleet_storage_pool") or {}
-    if not isinstance(pool, dict):
-        chk.add(gvars, "all", "fleet_storage_pool", "must be a mapping with name and path")
-        pool = {}
-    admin_keys = gvars.get("admin_ssh_keys") or []
-    if not isinstance(admin_keys, list) or not all(isinstance(k, str) for k in admin_keys):
-        chk.add(gvars, "all", "admin_ssh_keys", "must be a list of public key strings")
-        admin_keys = []
-    admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
-    if not DNS_LABEL.match(admin_user) or admin_user == "root":
-        chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
     fleet_domain = gvars.get("fleet_domain", f"{fleet_name}.kallikratis.test")
     if not is_fqdn(fleet_domain):
         chk.add(gvars, "all", "fleet_domain", f"not a valid domain name: {fleet_domain!r}")
+        fleet_domain = f"{fleet_name}.kallikratis.test"  # one problem, not one per municipality
+    municipalities = _municipalities(
+        chk, raw, gvars, fleet_name, fleet_domain, network, profiles, hypervisors
+    )
+    pool = chk.fleetwide(gvars, gvars.get("fleet_storage_pool"), fleetfields.storage_pool)
+    admin_keys = chk.fleetwide(gvars, gvars.get("admin_ssh_keys"), fleetfields.admin_ssh_keys)
+    admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
+    if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
+        chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
     if chk.problems:
         raise InventoryError(chk.problems)
     return model.Fleet(
@@ -124,13 +129,10 @@ def load(path: str | Path) -> model.Fleet:
         domain=fleet_domain,
         inventory=raw.hosts_file.parent,
         network=network,
-        pool=model.StoragePool(
-            name=str(pool.get("name", "kallikratis")),
-            path=str(pool.get("path", "/var/lib/libvirt/images/kallikratis")),
-        ),
+        pool=pool,
         image=chk.string(gvars, "all", "fleet_image", gvars.get("fleet_image"), "debian13"),
         admin_user=admin_user,
-        admin_ssh_keys=tuple(admin_keys),
+        admin_ssh_keys=admin_keys,
         profiles=profiles,
         hypervisors=hypervisors,
         municipalities=municipalities,
@@ -139,7 +141,7 @@ def load(path: str | Path) -> model.Fleet:
 
 def _fleet_name(chk: _Checker, gvars: Vars) -> str:
     name = gvars.get("fleet_name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 20:
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name) or len(name) > 20:
         chk.add(
             gvars, "all", "fleet_name", f"must be a DNS label of at most 20 chars, got {name!r}"
         )
@@ -170,13 +172,9 @@ def _network(chk: _Checker, gvars: Vars, fleet_name: str) -> model.Network:
     except ValueError as exc:
         chk.add(gvars, "all", "fleet_network.gateway", str(exc))
         gateway = cidr.network_address + 1
-    dns = net.get("dns", [str(gateway)])
-    if not isinstance(dns, list):
-        chk.add(gvars, "all", "fleet_network.dns", "must be a list of addresses")
-        dns = [str(gateway)]
-    bridge = str(net.get("bridge", f"kk-{fleet_name}"[:15]))
-    name = str(net.get("name", f"kallikratis-{fleet_name}"))
-    return model.Network(name, str(mode), cidr, gateway, tuple(map(str, dns)), bridge)
+    dns = chk.fleetwide(gvars, net.get("dns"), lambda v: fleetfields.dns_servers(v, str(gateway)))
+    name, bridge = chk.fleetwide(gvars, net, lambda v: fleetfields.network_names(v, fleet_name))
+    return model.Network(name, str(mode), cidr, gateway, dns, bridge)
 
 
 def _profiles(chk: _Checker, gvars: Vars) -> dict[str, model.Profile]:
@@ -187,6 +185,9 @@ def _profiles(chk: _Checker, gvars: Vars) -> dict[str, model.Profile]:
         return {"small": model.Profile("small", 1, 1024, 10)}
     for pname, spec in raw_profiles.items():
         fld = f"vm_profiles.{pname}"
+        if not isinstance(pname, str) or not PROFILE_RE.fullmatch(pname):
+            chk.add(gvars, "all", "vm_profiles", f"not a profile name (a-z 0-9 _ -): {pname!r}")
+            continue
         if not isinstance(spec, dict):
             chk.add(gvars, "all", fld, "must be a mapping with vcpus, memory_mib, disk_gib")
             continue
@@ -203,6 +204,7 @@ def _hypervisors(chk: _Checker, raw: RawInventory, gvars: Vars) -> dict[str, mod
     env_type = os.environ.get(DOMAIN_TYPE_ENV)
     if env_type and env_type not in model.DOMAIN_TYPES:
         chk.add(None, "environment", DOMAIN_TYPE_ENV, f"must be one of {model.DOMAIN_TYPES}")
+        env_type = None  # one problem, not one more per hypervisor
     names = raw.groups.get("hypervisors", [])
     if not names:
         chk.add(None, "hypervisors", "hosts", "the inventory needs at least one hypervisor")
@@ -238,6 +240,7 @@ def _municipalities(
     raw: RawInventory,
     gvars: Vars,
     fleet: str,
+    fleet_domain: str,
     network: model.Network,
     profiles: Mapping[str, model.Profile],
     hypervisors: Mapping[str, model.Hypervisor],
@@ -250,15 +253,13 @@ def _municipalities(
     seen_domains: dict[str, str] = {}
     out = []
     for slug, hv in hosts:
-        if not DNS_LABEL.match(slug) or len(f"{fleet}-{slug}") > 63:
+        if not DNS_LABEL.fullmatch(slug) or len(f"{fleet}-{slug}") > 63:
             chk.add(None, slug, "name", "must be a DNS label (a-z, 0-9, '-') and a valid VM name")
         display = hv.get("display_name")
         if not isinstance(display, str) or not display.strip():
             chk.add(hv, slug, "display_name", f"missing or not a non-empty string: {display!r}")
             display = slug
-        domain = hv.get(
-            "domain", f"{slug}.{gvars.get('fleet_domain', fleet + '.kallikratis.test')}"
-        )
+        domain = hv.get("domain", f"{slug}.{fleet_domain}")
         if not is_fqdn(domain):
             chk.add(hv, slug, "domain", f"not a valid domain name: {domain!r}")
         elif domain in seen_domains:
@@ -315,11 +316,11 @@ def _presentation_of(chk: _Checker, hv: Vars, slug: str) -> tuple[str, str, str]
         chk.add(hv, slug, "branding", "must be a mapping with colour and logo")
         branding = {}
     colour = branding.get("colour", "#1f4e79")
-    if not isinstance(colour, str) or not COLOUR_RE.match(colour):
+    if not isinstance(colour, str) or not COLOUR_RE.fullmatch(colour):
         chk.add(hv, slug, "branding.colour", f"must be a colour like '#1f4e79', got {colour!r}")
         colour = "#1f4e79"
     logo = branding.get("logo", "")
-    if not isinstance(logo, str) or (logo and not LOGO_RE.match(logo)):
+    if not isinstance(logo, str) or (logo and not LOGO_RE.fullmatch(logo)):
         chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
         logo = ""
     return str(language), colour.lower(), logo
@@ -428,7 +429,7 @@ def _allocate_macs(chk: _Checker, hosts: list[tuple[str, Vars]], fleet: str) -> 
     for slug, hv in hosts:
         if "mac" in hv.values:
             mac = str(hv.get("mac")).lower()
-            if not MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+            if not MAC_RE.fullmatch(mac) or int(mac[:2], 16) & 1:
                 chk.add(hv, slug, "mac", f"not a unicast MAC address: {hv.get('mac')!r}")
             elif mac in taken:
                 chk.add(hv, slug, "mac", f"{mac} is also used by {taken[mac]}")
