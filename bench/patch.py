@@ -1,7 +1,7 @@
 """Patch benchmark (prints figures; not a test): snapshot and revert, one vs three.
 
 A throw-away fleet of three municipalities (portal + opendata) is brought up and deployed,
-pointed at the signed test repository (tests/e2e/aptrepo.py) with kallikratis-probe 1.0
+pointed at the signed test repository (tests/helpers/aptrepo.py) with kallikratis-probe 1.0
 installed; each VM then gets a base snapshot (`bench-base`, not ours: patch runs never prune
 it) so every measurement starts from the same state. Then, side by side in one run:
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchlib import BenchFleet, row  # noqa: E402
 from kallikratis.hypervisor import LibvirtBackend  # noqa: E402
 
-from tests.e2e.aptrepo import AptRepo  # noqa: E402
+from tests.helpers.aptrepo import AptRepo  # noqa: E402
 
 SLUGS = ["archanes-asterousia", "minoa-pediada", "hersonissos"]
 ONE = "minoa-pediada"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -14,6 +15,13 @@ from typing import Any
 from kallikratis import paths
 
 log = logging.getLogger(__name__)
+#: what ansible-playbook says when it stops before any host: errors, and an unmatched pattern
+_START_PROBLEM = re.compile(
+    r"^\s*(\[ERROR\]|ERROR!|\[WARNING\]: Could not match supplied host pattern|"
+    r"\[WARNING\]: No inventory was parsed|"
+    r"\[WARNING\]: provided hosts list is empty|"
+    r"\[WARNING\]: Unable to parse|skipping: no hosts matched)"
+)
 TaskProgress = Callable[[str, str], None]  # (host, "task name" or final word)
 
 
@@ -41,6 +49,8 @@ class PlaybookRun:
     artifacts: Path
     hosts: dict[str, HostOutcome]
     strategy: str
+    #: why the playbook did not start on any host ("" when it did): ansible-playbook's own words
+    not_started: str = ""
 
 
 def mitogen_strategy_dir() -> Path | None:
@@ -62,6 +72,54 @@ def _message(res: dict[str, Any]) -> str:
     if isinstance(msg, list):
         msg = "; ".join(map(str, msg))
     return str(msg).strip()[:2000]
+
+
+def start_problem(stdout: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """ansible-playbook's reason for not starting, from its stdout: its error and warning
+    lines about the inventory and the host pattern only (a few, shortened, *secrets* redacted)."""
+    lines = []
+    for line in stdout.splitlines():
+        if _START_PROBLEM.match(line) and line.strip() not in lines:
+            lines.append(line.strip()[:300])
+    text = "; ".join(lines[:5])
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _stdout(runner: Any) -> str:
+    try:
+        with runner.stdout as fh:
+            return str(fh.read())
+    except Exception as exc:  # noqa: BLE001 - no stdout kept: the status says what we know
+        log.debug("no ansible-runner stdout: %s", exc)
+        return ""
+
+
+def runner_arguments(
+    playbook: str,
+    inventory: Path,
+    private: Path,
+    limit: list[str],
+    env: dict[str, str],
+    check: bool,
+    extravars: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """What ansible_runner.run gets (but the event handler). The inventory is absolute: the
+    runner resolves a relative one from its private data dir, where it matches no host."""
+    return {
+        "private_data_dir": str(private),
+        "project_dir": str(paths.PROJECT_ROOT),
+        "playbook": str(paths.PROJECT_ROOT / "playbooks" / playbook),
+        "inventory": os.path.abspath(inventory),
+        "limit": ",".join(limit),
+        "envvars": env,
+        "extravars": extravars or {},
+        "cmdline": "--check --diff" if check else None,
+        "quiet": True,
+        "suppress_env_files": True,
+    }
 
 
 def run_playbook(
@@ -97,11 +155,14 @@ def run_playbook(
         env["ANSIBLE_STRATEGY"] = "mitogen_linear"
         strategy = "mitogen_linear"
 
+    seen: set[str] = set()
+
     def on_event(event: dict[str, Any]) -> bool:
         data = event.get("event_data", {})
         host = data.get("host")
         kind = event.get("event", "")
         if host in hosts:
+            seen.add(host)
             if kind == "runner_on_start" and progress:
                 progress(host, data.get("task", ""))
             elif (
@@ -113,19 +174,9 @@ def run_playbook(
         return True
 
     start = time.monotonic()
-    cmdline = "--check --diff" if check else None
     runner = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(paths.PROJECT_ROOT),
-        playbook=str(paths.PROJECT_ROOT / "playbooks" / playbook),
-        inventory=str(inventory),
-        limit=",".join(limit),
-        envvars=env,
-        extravars=extravars or {},
-        cmdline=cmdline,
+        **runner_arguments(playbook, inventory, private, limit, env, check, extravars),
         event_handler=on_event,
-        quiet=True,
-        suppress_env_files=True,
     )
     stats = runner.stats or {}
     for key, attr in (
@@ -138,10 +189,17 @@ def run_playbook(
         for host, n in (stats.get(key) or {}).items():
             if host in hosts:
                 setattr(hosts[host], attr, n)
+    reason = ""
+    if seen != set(hosts):  # some host never saw a task: ansible's own words say why
+        secrets = [str(v) for v in (extravars or {}).values() if isinstance(v, str)]
+        reason = start_problem(_stdout(runner), secrets)
+    not_started = "" if seen else reason or f"ansible-runner status {runner.status}"
     for host, outcome in hosts.items():
         if not any((outcome.ok, outcome.changed, outcome.failed, outcome.unreachable)):
             outcome.failed = 1
-            outcome.failures.append(("(none)", f"ansible did not run on {host}: see {private}"))
+            why = f"ansible did not start on {host}"
+            why += f": {not_started or reason}" if not_started or reason else ""
+            outcome.failures.append(("(none)", f"{why} (run artifacts: {private})"))
         if progress:
             progress(host, outcome.result)
     return PlaybookRun(
@@ -151,4 +209,5 @@ def run_playbook(
         private / "artifacts",
         hosts,
         strategy,
+        not_started,
     )

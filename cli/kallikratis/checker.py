@@ -20,7 +20,7 @@ T = TypeVar("T")
 def is_fqdn(name: Any) -> bool:
     if not isinstance(name, str) or not 1 <= len(name) <= 253 or "." not in name:
         return False
-    return all(DNS_LABEL.match(label) for label in name.split("."))
+    return all(DNS_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _defined_by(raw: RawInventory, host: str, key: str) -> str:
@@ -59,6 +59,13 @@ class Checker:
         for fld, msg in problems:
             self.add(hv, entry, fld, msg)
         self._shared[memo_key] = value
+        return value
+
+    def fleetwide(self, gvars: Vars, raw: Any, parse: Callable[[Any], tuple[T, Any]]) -> T:
+        """Parse a fleet-wide value; its problems are reported under the entry `all`."""
+        value, problems = parse(raw)
+        for fld, msg in problems:
+            self.add(gvars, "all", fld, msg)
         return value
 
     def positive_int(self, vars_: Vars, entry: str, fld: str, value: Any) -> int:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import model
+from kallikratis import fleetfields, model
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
 from kallikratis.varsfiles import RawInventory, Vars, load_raw
 
+PROFILE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 URI_SCHEMES = ("qemu", "qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+unix", "test")
 DOMAIN_TYPE_ENV = "KALLIKRATIS_DOMAIN_TYPE"
-
 DEFAULT_PROFILES = {"small": {"vcpus": 1, "memory_mib": 1024, "disk_gib": 10}}
 
 
@@ -34,23 +35,18 @@ def load(path: str | Path) -> model.Fleet:
     network = _network(chk, gvars, fleet_name)
     profiles = _profiles(chk, gvars)
     hypervisors = _hypervisors(chk, raw, gvars)
-    municipalities = load_municipalities(
-        chk, raw, gvars, fleet_name, network, profiles, hypervisors
-    )
-    pool = gvars.get("fleet_storage_pool") or {}
-    if not isinstance(pool, dict):
-        chk.add(gvars, "all", "fleet_storage_pool", "must be a mapping with name and path")
-        pool = {}
-    admin_keys = gvars.get("admin_ssh_keys") or []
-    if not isinstance(admin_keys, list) or not all(isinstance(k, str) for k in admin_keys):
-        chk.add(gvars, "all", "admin_ssh_keys", "must be a list of public key strings")
-        admin_keys = []
-    admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
-    if not DNS_LABEL.match(admin_user) or admin_user == "root":
-        chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
     fleet_domain = gvars.get("fleet_domain", f"{fleet_name}.kallikratis.test")
     if not is_fqdn(fleet_domain):
         chk.add(gvars, "all", "fleet_domain", f"not a valid domain name: {fleet_domain!r}")
+        fleet_domain = f"{fleet_name}.kallikratis.test"  # one problem, not one per municipality
+    municipalities = load_municipalities(
+        chk, raw, gvars, fleet_name, fleet_domain, network, profiles, hypervisors
+    )
+    pool = chk.fleetwide(gvars, gvars.get("fleet_storage_pool"), fleetfields.storage_pool)
+    admin_keys = chk.fleetwide(gvars, gvars.get("admin_ssh_keys"), fleetfields.admin_ssh_keys)
+    admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
+    if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
+        chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
     if chk.problems:
         raise InventoryError(chk.problems)
     return model.Fleet(
@@ -58,13 +54,10 @@ def load(path: str | Path) -> model.Fleet:
         domain=fleet_domain,
         inventory=raw.hosts_file.parent,
         network=network,
-        pool=model.StoragePool(
-            name=str(pool.get("name", "kallikratis")),
-            path=str(pool.get("path", "/var/lib/libvirt/images/kallikratis")),
-        ),
+        pool=pool,
         image=chk.string(gvars, "all", "fleet_image", gvars.get("fleet_image"), "debian13"),
         admin_user=admin_user,
-        admin_ssh_keys=tuple(admin_keys),
+        admin_ssh_keys=admin_keys,
         profiles=profiles,
         hypervisors=hypervisors,
         municipalities=municipalities,
@@ -73,7 +66,7 @@ def load(path: str | Path) -> model.Fleet:
 
 def _fleet_name(chk: Checker, gvars: Vars) -> str:
     name = gvars.get("fleet_name")
-    if not isinstance(name, str) or not DNS_LABEL.match(name) or len(name) > 20:
+    if not isinstance(name, str) or not DNS_LABEL.fullmatch(name) or len(name) > 20:
         chk.add(
             gvars, "all", "fleet_name", f"must be a DNS label of at most 20 chars, got {name!r}"
         )
@@ -104,13 +97,9 @@ def _network(chk: Checker, gvars: Vars, fleet_name: str) -> model.Network:
     except ValueError as exc:
         chk.add(gvars, "all", "fleet_network.gateway", str(exc))
         gateway = cidr.network_address + 1
-    dns = net.get("dns", [str(gateway)])
-    if not isinstance(dns, list):
-        chk.add(gvars, "all", "fleet_network.dns", "must be a list of addresses")
-        dns = [str(gateway)]
-    bridge = str(net.get("bridge", f"kk-{fleet_name}"[:15]))
-    name = str(net.get("name", f"kallikratis-{fleet_name}"))
-    return model.Network(name, str(mode), cidr, gateway, tuple(map(str, dns)), bridge)
+    dns = chk.fleetwide(gvars, net.get("dns"), lambda v: fleetfields.dns_servers(v, str(gateway)))
+    name, bridge = chk.fleetwide(gvars, net, lambda v: fleetfields.network_names(v, fleet_name))
+    return model.Network(name, str(mode), cidr, gateway, dns, bridge)
 
 
 def _profiles(chk: Checker, gvars: Vars) -> dict[str, model.Profile]:
@@ -121,6 +110,9 @@ def _profiles(chk: Checker, gvars: Vars) -> dict[str, model.Profile]:
         return {"small": model.Profile("small", 1, 1024, 10)}
     for pname, spec in raw_profiles.items():
         fld = f"vm_profiles.{pname}"
+        if not isinstance(pname, str) or not PROFILE_RE.fullmatch(pname):
+            chk.add(gvars, "all", "vm_profiles", f"not a profile name (a-z 0-9 _ -): {pname!r}")
+            continue
         if not isinstance(spec, dict):
             chk.add(gvars, "all", fld, "must be a mapping with vcpus, memory_mib, disk_gib")
             continue
@@ -137,6 +129,7 @@ def _hypervisors(chk: Checker, raw: RawInventory, gvars: Vars) -> dict[str, mode
     env_type = os.environ.get(DOMAIN_TYPE_ENV)
     if env_type and env_type not in model.DOMAIN_TYPES:
         chk.add(None, "environment", DOMAIN_TYPE_ENV, f"must be one of {model.DOMAIN_TYPES}")
+        env_type = None  # one problem, not one more per hypervisor
     names = raw.groups.get("hypervisors", [])
     if not names:
         chk.add(None, "hypervisors", "hosts", "the inventory needs at least one hypervisor")

@@ -29,6 +29,7 @@ def load_municipalities(
     raw: RawInventory,
     gvars: Vars,
     fleet: str,
+    fleet_domain: str,
     network: model.Network,
     profiles: Mapping[str, model.Profile],
     hypervisors: Mapping[str, model.Hypervisor],
@@ -41,15 +42,13 @@ def load_municipalities(
     seen_domains: dict[str, str] = {}
     out = []
     for slug, hv in hosts:
-        if not DNS_LABEL.match(slug) or len(model.vm_name(fleet, slug)) > 63:
+        if not DNS_LABEL.fullmatch(slug) or len(model.vm_name(fleet, slug)) > 63:
             chk.add(None, slug, "name", "must be a DNS label (a-z, 0-9, '-') and a valid VM name")
         display = hv.get("display_name")
         if not isinstance(display, str) or not display.strip():
             chk.add(hv, slug, "display_name", f"missing or not a non-empty string: {display!r}")
             display = slug
-        domain = hv.get(
-            "domain", f"{slug}.{gvars.get('fleet_domain', fleet + '.kallikratis.test')}"
-        )
+        domain = hv.get("domain", f"{slug}.{fleet_domain}")
         if not is_fqdn(domain):
             chk.add(hv, slug, "domain", f"not a valid domain name: {domain!r}")
         elif domain in seen_domains:
@@ -106,11 +105,11 @@ def _presentation_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, str, str]:
         chk.add(hv, slug, "branding", "must be a mapping with colour and logo")
         branding = {}
     colour = branding.get("colour", "#1f4e79")
-    if not isinstance(colour, str) or not COLOUR_RE.match(colour):
+    if not isinstance(colour, str) or not COLOUR_RE.fullmatch(colour):
         chk.add(hv, slug, "branding.colour", f"must be a colour like '#1f4e79', got {colour!r}")
         colour = "#1f4e79"
     logo = branding.get("logo", "")
-    if not isinstance(logo, str) or (logo and not LOGO_RE.match(logo)):
+    if not isinstance(logo, str) or (logo and not LOGO_RE.fullmatch(logo)):
         chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
         logo = ""
     return str(language), colour.lower(), logo
@@ -219,7 +218,7 @@ def _allocate_macs(chk: Checker, hosts: list[tuple[str, Vars]], fleet: str) -> d
     for slug, hv in hosts:
         if "mac" in hv.values:
             mac = str(hv.get("mac")).lower()
-            if not MAC_RE.match(mac) or int(mac[:2], 16) & 1:
+            if not MAC_RE.fullmatch(mac) or int(mac[:2], 16) & 1:
                 chk.add(hv, slug, "mac", f"not a unicast MAC address: {hv.get('mac')!r}")
             elif mac in taken:
                 chk.add(hv, slug, "mac", f"{mac} is also used by {taken[mac]}")

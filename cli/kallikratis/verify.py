@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kallikratis import model, ssh
+from kallikratis import model, ssh, verifyprogress
 from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
 from kallikratis.paths import StateDir
@@ -130,9 +130,11 @@ def run(
     keyword: str | None = None,
     *,
     maintenance: bool = False,
+    progress: Callable[[str, str], None] | None = None,
 ) -> tuple[list[Check], float]:
     """Run the suites; *maintenance*: the municipalities are expected to be in maintenance
-    mode (a patch run verifies before leaving it), else expected NOT to be."""
+    mode (a patch run verifies before leaving it), else expected NOT to be. *progress* is
+    called (slug, phase) as each municipality's checks start and when they are done."""
     keys = KeyStore(state_dir, fleet.name)
     tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
     ssh_config = write_ssh_config(fleet, state_dir)
@@ -160,9 +162,7 @@ def run(
     env[BYPASS_ENV] = json.dumps(tokens)
     start = time.monotonic()
     try:
-        done = subprocess.run(
-            argv, env=env, capture_output=True, text=True, check=False, cwd=SUITES
-        )
+        done = verifyprogress.run_pytest(argv, env, SUITES, [m.slug for m in selection], progress)
     finally:
         close_masters(ssh_config, selection)
     took = time.monotonic() - start

@@ -45,7 +45,7 @@ import libvirt
 import pytest
 import yaml
 
-from tests.e2e.aptrepo import AptRepo
+from tests.helpers.aptrepo import AptRepo
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"

@@ -1,5 +1,5 @@
 """Patch runs on real VMs, with updates from the signed apt repository that the session serves
-inside the lab (tests/e2e/aptrepo.py; the shared fleet's only apt source).
+inside the lab (tests/helpers/aptrepo.py; the shared fleet's only apt source).
 
 On the shared deployed fleet, reverted to its base snapshot first (``fresh``). The repository
 serves `kallikratis-probe`: 1.0 installed first, 1.1 good (asks for a reboot), 1.2 breaks the
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import libvirt
 import pytest
 
-from tests.e2e.aptrepo import AptRepo
 from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet
+from tests.helpers.aptrepo import AptRepo
 
 pytestmark = pytest.mark.e2e
 CANARY = SLUGS[0]  # the first in inventory order

@@ -8,6 +8,7 @@ After an intended template change, regenerate them with
 
 With the variable set, a golden test WRITES the current output and passes; without it, a missing
 or different golden file fails the test. Review the diff of tests/unit/golden/ before committing.
+Under CI (the CI variable set) the variable is refused: a golden test there fails loudly.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local signed apt repository of the patch tests (tests/e2e/aptrepo.py), checked with the
+"""The local signed apt repository of the patch tests (tests/helpers/aptrepo.py), checked with the
 real dpkg-deb, gpg and apt: apt accepts the index through `Signed-By:` alone (its own keyrings
 are isolated and empty), follows each `publish`, and rejects a tampered index.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.aptrepo import (
+from tests.helpers.aptrepo import (
     PACKAGE,
     PROBE_PROGRAM,
     SERVICE,

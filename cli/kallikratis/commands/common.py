@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ for _c in (console, console_err):
 
 class Context:
     def __init__(self, inventory_path: Path | None) -> None:
-        self.inventory_path = inventory_path
+        # absolute from the start: ansible-runner, the verify suites and the journal run
+        # elsewhere than the current directory, where a relative path means nothing
+        self.inventory_path = Path(os.path.abspath(inventory_path)) if inventory_path else None
         self._fleet: model.Fleet | None = None
         self._engine: Engine | None = None
 

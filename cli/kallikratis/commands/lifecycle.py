@@ -8,12 +8,13 @@ import shutil
 import click
 from rich.table import Table
 
-from kallikratis.capacity import require_capacity
+from kallikratis import capacity
 from kallikratis.commands.audit import audited, record_results
 from kallikratis.commands.common import (
     Context,
     all_opt,
     console,
+    console_err,
     emit_json,
     esc,
     json_option,
@@ -23,7 +24,7 @@ from kallikratis.commands.common import (
 )
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.documents import VmKeys, compose
-from kallikratis.errors import InventoryError, KallikratisError, UsageError
+from kallikratis.errors import HypervisorError, InventoryError, KallikratisError, UsageError
 from kallikratis.keys import KeyPair
 from kallikratis.render import yaml_str
 from kallikratis.selection import select, select_for_destroy
@@ -37,14 +38,18 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
     """Check the inventory; change nothing.
 
     Reports every problem with its file, municipality and field; exit code 2 when invalid.
+    A hypervisor that cannot be reached is reported and its capacity check skipped.
     """
+    skipped: dict[str, str] = {}
     try:
         fleet = ctx.fleet
         if not offline:
-            require_capacity(fleet, ctx.engine.capacity())
+            measured = capacity.measure(fleet, ctx.engine.backend)
+            skipped = measured.unreachable
+            capacity.require_capacity(fleet, measured.measured)
     except InventoryError as exc:
         if as_json:
-            emit_json({"valid": False, "problems": exc.problems})
+            emit_json({"valid": False, "problems": exc.problems, "capacity_skipped": skipped})
         raise
     if as_json:
         emit_json(
@@ -52,13 +57,22 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
                 "valid": True,
                 "fleet": fleet.name,
                 "municipalities": [m.slug for m in fleet.municipalities],
+                "capacity_checked": not offline and not skipped,
+                "capacity_skipped": skipped,
             }
         )
-    else:
-        console.print(
-            f"inventory {esc(fleet.inventory)} is valid: fleet {esc(fleet.name)}, "
-            f"{len(fleet.municipalities)} municipalities"
+        return
+    for hv, why in skipped.items():
+        console_err.print(f"warning: capacity check of {esc(hv)} skipped: {esc(why)}")
+    console.print(
+        f"inventory {esc(fleet.inventory)} is valid: fleet {esc(fleet.name)}, "
+        f"{len(fleet.municipalities)} municipalities"
+        + (
+            ""
+            if offline or not skipped
+            else f" (capacity not checked on {esc(', '.join(skipped))})"
         )
+    )
 
 
 @click.command()
@@ -126,7 +140,7 @@ def up(
     if dry_run:
         cctx.invoke(plan, names=tuple(m.slug for m in selection), as_json=as_json)
         return
-    require_capacity(ctx.fleet, ctx.engine.capacity())
+    capacity.require_capacity(ctx.fleet, ctx.engine.capacity())
     with audited(ctx, "up", [m.slug for m in selection]) as record:
         with PhaseBoard([m.slug for m in selection], "up") as board:
             results = ctx.engine.up(
@@ -241,18 +255,46 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
 )
 @pass_ctx
 def render_cmd(ctx: Context, name: str, what: str) -> None:
-    """Print the exact document `up` writes for NAME (private keys redacted)."""
+    """Print the exact document `up` writes for NAME (private keys redacted).
+
+    Needs no hypervisor: when it cannot be reached, the document is rendered from the
+    inventory alone and stderr says which value would have come from it.
+    """
     m = ctx.fleet.get(name)
     engine = ctx.engine
     pair = engine.keys.host_key(m.slug, create=False)
     if pair is None:
         pair = KeyPair("", "(host key generated at first `up`)")
-    dom = engine.backend(m.hypervisor).domain(m.vm_name)
+    dom = None
+    try:
+        backend = engine.backend(m.hypervisor)
+    except HypervisorError as exc:  # cannot connect: render from the inventory alone
+        _say_rendered_offline(ctx, m.hypervisor, exc, what, engine.recipe().version)
+    else:
+        dom = backend.domain(m.vm_name)
     image = dom.image if dom else engine.recipe().version
     doc = compose(ctx.fleet, m, VmKeys(pair, engine.keys.ensure_client_key()), image).text(what)
     if pair.private_openssh:
         doc = doc.replace(yaml_str(pair.private_openssh), '"<redacted: host private key>"')
     click.echo(doc, nl=False)
+
+
+def _say_rendered_offline(
+    ctx: Context, hv: str, exc: HypervisorError, what: str, recipe_version: str
+) -> None:
+    uri = ctx.fleet.hypervisors[hv].uri
+    why = exc.message if uri in exc.message else f"{uri}: {exc.message}"
+    console_err.print(
+        f"note: hypervisor {esc(hv)} unreachable ({esc(why)}); rendered from the inventory alone"
+    )
+    if what == "domain":
+        console_err.print(
+            f"note: from the hypervisor would come the image version in <kk:image> "
+            f"(an existing VM keeps the image it was created from); used here: the "
+            f"recipe's current version {esc(recipe_version)}"
+        )
+    else:
+        console_err.print(f"note: no value of {esc(what)} comes from the hypervisor")
 
 
 render_cmd.name = "render"

@@ -22,6 +22,8 @@ TERMINAL = (
     "patched",
     "skipped",
     "planned",
+    "passed",
+    "no checks",
 )
 
 

@@ -24,6 +24,14 @@ from kallikratis.selection import select
 from kallikratis.stack import prepare_stack
 
 
+def raise_if_not_started(run: ansible.PlaybookRun) -> None:
+    """A playbook that started on no host fails with ansible's own reason, not a table row."""
+    if run.not_started:
+        raise ProvisionError(
+            f"ansible did not start: {run.not_started}\n  run artifacts: {run.artifacts.parent}"
+        )
+
+
 def run_deploy(
     ctx: Context, selection: tuple[model.Municipality, ...], check: bool, as_json: bool
 ) -> ansible.PlaybookRun:
@@ -87,13 +95,15 @@ def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_jso
     with audited(ctx, "deploy", [m.slug for m in selection], changes=not check) as record:
         run = run_deploy(ctx, selection, check, as_json)
         record_playbook(record, run)
+        raise_if_not_started(run)
         bad = [s for s, h in run.hosts.items() if h.result != "ok"]
         if bad:
             raise ProvisionError(f"deploy failed on: {', '.join(bad)}")
 
 
 def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json: bool) -> bool:
-    checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir)
+    with PhaseBoard([m.slug for m in selection], "verify") as board:  # stderr, never stdout
+        checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir, progress=board)
     if as_json:
         emit_json({"seconds": took, "checks": checks})
     else:
@@ -143,6 +153,7 @@ def onboard(ctx: Context, name: str) -> None:
         report_results(results, False, "up")
         run = run_deploy(ctx, (m,), False, False)
         record_playbook(record, run)
+        raise_if_not_started(run)
         if run.hosts[m.slug].result != "ok":
             raise ProvisionError(f"deploy failed on {m.slug}")
         verified = run_verify(ctx, (m,), False)
