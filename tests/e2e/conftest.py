@@ -128,14 +128,18 @@ class Fleet:
     state: Path
     env: dict[str, str]
 
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "kallikratis.cli", "-i", str(self.inventory), *args]
+    def argv(self, *args: str, relative: bool = False) -> list[str]:
+        inventory = self.inventory.name if relative else str(self.inventory)
+        return [sys.executable, "-m", "kallikratis.cli", "-i", inventory, *args]
 
     def kk(
-        self, *args: str, check: bool = True, timeout: float = 900
+        self, *args: str, check: bool = True, timeout: float = 900, relative: bool = False
     ) -> subprocess.CompletedProcess:
+        """Run kallikratis on this fleet; *relative*: as `-i e2e` from the inventory's parent
+        directory, the way the CLI's own help shows it."""
         done = subprocess.run(
-            self.argv(*args),
+            self.argv(*args, relative=relative),
+            cwd=self.inventory.parent if relative else None,
             env=self.env,
             capture_output=True,
             text=True,

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
 
 
-def deploy(fleet: Fleet, *args: str, check: bool = True) -> dict:
-    return fleet.kk_json("deploy", *args, check=check, timeout=1800)
+def deploy(fleet: Fleet, *args: str, check: bool = True, relative: bool = False) -> dict:
+    done = fleet.kk("deploy", *args, "--json", check=check, timeout=1800, relative=relative)
+    return json.loads(done.stdout)
 
 
 def test_first_deploy_of_all(fresh: Deployed) -> None:
@@ -190,7 +191,7 @@ def test_removing_education_removes_kolibri(fresh: Deployed) -> None:
     fleet = fresh.fleet
     try:
         fleet.set_host("hersonissos", modules=["portal", "opendata"])
-        out = deploy(fleet, "hersonissos")
+        out = deploy(fleet, "hersonissos", relative=True)  # `-i e2e`, a relative path
         assert out["hosts"]["hersonissos"]["failed"] == 0
         gone = fleet.ssh("hersonissos", "systemctl is-active kolibri || true")
         assert gone.strip() != "active"
