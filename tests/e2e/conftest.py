@@ -44,6 +44,7 @@ from typing import Any
 import libvirt
 import pytest
 import yaml
+from kallikratis.hypervisor import LibvirtBackend
 
 from tests.helpers.aptrepo import AptRepo
 
@@ -239,20 +240,6 @@ def close_ssh_masters() -> None:
             )
 
 
-def set_guest_clock(dom: libvirt.virDomain, attempts: int = 20) -> None:
-    """After a memory revert the guest's clock is the snapshot's: set it from ours (agent)."""
-    for _ in range(attempts):
-        now = time.time()
-        try:
-            dom.setTime({"seconds": int(now), "nseconds": int((now % 1) * 1e9)}, 0)
-            return
-        except libvirt.libvirtError as exc:
-            if "hwclock" in (exc.get_error_message() or ""):
-                return  # the system clock is set; the image has no hwclock
-            time.sleep(1.0)
-    raise AssertionError(f"the guest agent of {dom.name()} never set the clock")
-
-
 def our_domains(conn: libvirt.virConnect) -> set[str]:
     return {d.name() for d in conn.listAllDomains() if d.name().startswith(f"{FLEET}-")}
 
@@ -393,21 +380,15 @@ class Deployed:
         """The shared VMs and the inventory back to the base snapshot (seconds, not minutes)."""
         started = time.monotonic()
         close_ssh_masters()
+        backend = LibvirtBackend(URI, self.conn)  # the revert and clock steps of patch runs
         for slug in SLUGS:
-            dom = self.conn.lookupByName(f"{FLEET}-{slug}")
-            base = dom.snapshotLookupByName(BASE_SNAPSHOT, 0)
-            flags = libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING
-            try:
-                dom.revertToSnapshot(base, flags)
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_SNAPSHOT_REVERT_RISKY:
-                    raise
-                dom.revertToSnapshot(base, flags | libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
-            for snap in dom.listAllSnapshots():
+            name = f"{FLEET}-{slug}"
+            backend.revert_snapshot(name, BASE_SNAPSHOT)
+            for snap in self.conn.lookupByName(name).listAllSnapshots():
                 if snap.getName() != BASE_SNAPSHOT:
                     snap.delete(0)
         for slug in SLUGS:
-            set_guest_clock(self.conn.lookupByName(f"{FLEET}-{slug}"))
+            assert backend.sync_guest_clock(f"{FLEET}-{slug}", attempts=20), f"{slug}: clock"
         shutil.rmtree(self.fleet.inventory)
         shutil.copytree(self.pristine, self.fleet.inventory)
         self.repo.publish(["1.0"])
@@ -417,7 +398,7 @@ class Deployed:
 @pytest.fixture(scope="session")
 def deployed(
     booted: Booted, conn: libvirt.virConnect, tmp_path_factory: pytest.TempPathFactory
-) -> Deployed:
+) -> Iterator[Deployed]:
     fleet = booted.fleet
     out = fleet.kk_json("deploy", "--all", timeout=1800)
     close_ssh_masters()
@@ -430,7 +411,13 @@ def deployed(
         )
     pristine = tmp_path_factory.mktemp("pristine") / "e2e"
     shutil.copytree(fleet.inventory, pristine)
-    return Deployed(fleet, conn, out, pristine, booted.repo)
+    deployed = Deployed(fleet, conn, out, pristine, booted.repo)
+    yield deployed
+    # measured, for the record: how long putting the fleet back took each time
+    art = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
+    art.mkdir(parents=True, exist_ok=True)
+    times = " ".join(f"{t:.1f}" for t in deployed.restores)
+    (art / "e2e-restores.txt").write_text(f"restores of {len(SLUGS)} VMs (s): {times}\n")
 
 
 @pytest.fixture(scope="module")
