@@ -138,8 +138,8 @@ class PatchRun:
             for m in members:
                 self._finish(m.slug, "planned")
             return
-        active = self._parallel(members, self._prepare)
-        try:
+        try:  # from the first change on: an interrupt (SIGTERM) reverts what has a snapshot
+            active = self._parallel(members, self._prepare)
             active = self._deploy(active)
             active = self._parallel(active, self._reboot_if_needed)
             active = self._verify(active)

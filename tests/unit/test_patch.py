@@ -35,6 +35,7 @@ class FakeGuest:
         self.needs_reboot = False
         self.reboots = 0
         self.fail_apply = False
+        self.interrupt_apply = False
         self.fail_pending = False
 
     def pending(self, security_only: bool = False) -> list[Upgrade]:
@@ -50,6 +51,8 @@ class FakeGuest:
         self.flag_history.append(on)
 
     def apply(self, upgrades: list[Upgrade], security_only: bool) -> str:
+        if self.interrupt_apply:
+            raise KeyboardInterrupt  # SIGTERM while the upgrade runs
         if self.fail_apply:
             raise GuestError("exit 100: E: Sub-process /usr/bin/dpkg returned an error code (1)")
         for u in upgrades:
@@ -339,6 +342,17 @@ def test_interrupt_reverts_unfinished(harness: Harness) -> None:
         assert harness.guests[slug].flag is False
         assert harness.snaps(slug) == []
         assert (slug, "failed") in harness.recorded
+
+
+def test_interrupt_during_the_upgrade_reverts(harness: Harness) -> None:
+    """SIGTERM while packages are being upgraded: the VM goes back to its snapshot."""
+    harness.guests[SLUGS[0]].interrupt_apply = True
+    with pytest.raises(KeyboardInterrupt):
+        harness.run([harness.engine.fleet.get(SLUGS[0])], canary=0)
+    assert "reverting" in harness.phases[SLUGS[0]]
+    assert harness.guests[SLUGS[0]].flag is False
+    assert harness.snaps(SLUGS[0]) == []
+    assert (SLUGS[0], "failed") in harness.recorded
 
 
 def test_scheduled_run_respects_windows(harness: Harness) -> None:
