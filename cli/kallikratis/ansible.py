@@ -97,6 +97,31 @@ def _stdout(runner: Any) -> str:
         return ""
 
 
+def runner_environment(state_dir: Path) -> tuple[dict[str, str], str]:
+    """The environment of ansible-playbook under ansible-runner, and the strategy it uses.
+
+    ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless told otherwise, and mitogen
+    then puts `StrictHostKeyChecking no` and `UserKnownHostsFile /dev/null` ahead of our
+    pinned options (ssh takes the first value): host keys must be checked, always.
+    """
+    env = {
+        "ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "KALLIKRATIS_STATE_DIR": str(state_dir),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        # ansible-playbook from the same environment as this Python, whatever PATH we inherited
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+    strategy = "linear"
+    mitogen = mitogen_strategy_dir()
+    if mitogen is not None:
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen)
+        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
+        strategy = "mitogen_linear"
+    return env, strategy
+
+
 def runner_arguments(
     playbook: str,
     inventory: Path,
@@ -140,20 +165,7 @@ def run_playbook(
     private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
     private.mkdir(mode=0o700)
     hosts: dict[str, HostOutcome] = {h: HostOutcome() for h in limit}
-    env = {
-        "ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),
-        "KALLIKRATIS_STATE_DIR": str(state_dir),
-        "ANSIBLE_FORCE_COLOR": "0",
-        "ANSIBLE_NOCOLOR": "1",
-        # ansible-playbook from the same environment as this Python, whatever PATH we inherited
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-    }
-    strategy = "linear"
-    mitogen = mitogen_strategy_dir()
-    if mitogen is not None:
-        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen)
-        env["ANSIBLE_STRATEGY"] = "mitogen_linear"
-        strategy = "mitogen_linear"
+    env, strategy = runner_environment(state_dir)
 
     seen: set[str] = set()
 

@@ -128,3 +128,20 @@ def test_a_run_that_started_needs_no_reason(tmp_path: Path) -> None:
     run = ansible.PlaybookRun("site.yml", 0, 1.0, tmp_path, {}, "linear")
     raise_if_not_started(run)  # nothing to say
     assert run.not_started == "" and os.path.isabs(run.artifacts)
+
+
+def test_ansible_runner_keeps_host_key_checking_on(tmp_path: Path) -> None:
+    """ansible-runner defaults ANSIBLE_HOST_KEY_CHECKING to False, which makes mitogen pass
+    `StrictHostKeyChecking no` ahead of our pinned options: the environment we hand it must
+    survive the runner's own preparation with checking on."""
+    import ansible_runner
+
+    env, _strategy = ansible.runner_environment(tmp_path / "state")
+    args = ansible.runner_arguments(
+        "site.yml", Path("inventories/crete"), tmp_path / "run", ["hersonissos"], env, False, None
+    )
+    config = ansible_runner.RunnerConfig(
+        **{k: v for k, v in args.items() if k not in ("quiet", "extravars")}
+    )
+    config.prepare()
+    assert config.env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
