@@ -134,7 +134,7 @@ def test_sigterm_reverts_the_vm_in_progress(lab: Lab) -> None:
     finally:
         run.kill()
     assert code != 0, err[-3000:]
-    assert "reverting" in err, err[-3000:]
+    assert "revert" in err, err[-3000:]  # "reverting" / "confirming revert" (progress board)
     assert lab.probe_version(OTHER) == "1.0" and lab.probe_active(OTHER)
     assert not lab.in_maintenance(OTHER) and lab.snapshots(OTHER) == []
     assert lab.get(OTHER)[0] == 200
