@@ -70,6 +70,14 @@ class Running:
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # stdout has its own reader: communicate() would race the stderr reader for lines
+        self._stdout: list[str] = []
+        self._out_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._out_reader.start()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        self._stdout.append(self.proc.stdout.read())
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -95,10 +103,12 @@ class Running:
     def finish(self, timeout: float) -> tuple[int, str, str]:
         """Wait (bounded) for the exit; (returncode, stdout, all stderr)."""
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         finally:
             self.kill()
         self._reader.join(timeout=30)
+        self._out_reader.join(timeout=30)
+        out = "".join(self._stdout)
         while True:
             try:
                 line = self._queue.get_nowait()
