@@ -76,6 +76,9 @@ class Options:
     dry_run: bool = False
     scheduled: bool = False
     run_id: int = 0
+    # after a reboot, slow services (Kolibri under TCG) may still be starting: a VM that was
+    # rebooted and fails verify is verified once more after this many seconds
+    settle_seconds: float = 90.0
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,14 @@ class PatchRun:
             return []
         for m in members:
             self.progress(m.slug, "verifying")
-        result = self.steps.verify(members, True)
+        result = dict(self.steps.verify(members, True))
+        again = [m for m in members if not result.get(m.slug, (False, ""))[0]]
+        again = [m for m in again if self.outcomes[m.slug].rebooted]
+        if again:
+            for m in again:
+                self.progress(m.slug, "verifying again (services settling after the reboot)")
+            time.sleep(self.opt.settle_seconds)
+            result.update(self.steps.verify(again, True))
         out = []
         for m in members:
             ok, why = result.get(m.slug, (False, "no result"))

@@ -122,7 +122,7 @@ class Harness:
             verify=self.verify,
         )
         now = opts.pop("now", None)
-        options = patch.Options(**{"run_id": 7, **opts})
+        options = patch.Options(**{"run_id": 7, "settle_seconds": 0, **opts})
         run = patch.PatchRun(
             self.engine.backend,
             selection or list(self.engine.fleet.municipalities),
@@ -353,6 +353,23 @@ def test_interrupt_during_the_upgrade_reverts(harness: Harness) -> None:
     assert harness.guests[SLUGS[0]].flag is False
     assert harness.snaps(SLUGS[0]) == []
     assert (SLUGS[0], "failed") in harness.recorded
+
+
+def test_a_rebooted_vm_gets_a_second_verify_once_services_settle(harness: Harness) -> None:
+    slug = SLUGS[0]
+    harness.guests[slug].needs_reboot = True
+    harness.verify_fail[slug] = "kolibri not listening yet"
+    real_verify = harness.verify
+
+    def verify_then_heal(members: list[model.Municipality], maintenance: bool) -> dict[str, Any]:
+        out = real_verify(members, maintenance)
+        harness.verify_fail.pop(slug, None)  # the service came up meanwhile
+        return out
+
+    harness.verify = verify_then_heal  # type: ignore[method-assign]
+    outcomes = harness.run([harness.engine.fleet.get(slug)], canary=0)
+    assert outcomes[0].result == "patched" and outcomes[0].rebooted
+    assert [v for v in harness.verifies if v[1]] == [([slug], True), ([slug], True)]
 
 
 def test_scheduled_run_respects_windows(harness: Harness) -> None:
