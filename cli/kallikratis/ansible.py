@@ -100,9 +100,9 @@ def _stdout(runner: Any) -> str:
 def runner_environment(state_dir: Path) -> tuple[dict[str, str], str]:
     """The environment of ansible-playbook under ansible-runner, and the strategy it uses.
 
-    ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless told otherwise, and mitogen
-    then puts `StrictHostKeyChecking no` and `UserKnownHostsFile /dev/null` ahead of our
-    pinned options (ssh takes the first value): host keys must be checked, always.
+    ansible-runner turns ANSIBLE_HOST_KEY_CHECKING off unless told otherwise, and mitogen then
+    disables checking with options placed ahead of our pinned ones (ssh takes the first
+    value): host keys must be checked, always.
     """
     env = {
         "ANSIBLE_CONFIG": str(paths.PROJECT_ROOT / "ansible.cfg"),

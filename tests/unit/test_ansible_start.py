@@ -131,9 +131,9 @@ def test_a_run_that_started_needs_no_reason(tmp_path: Path) -> None:
 
 
 def test_ansible_runner_keeps_host_key_checking_on(tmp_path: Path) -> None:
-    """ansible-runner defaults ANSIBLE_HOST_KEY_CHECKING to False, which makes mitogen pass
-    `StrictHostKeyChecking no` ahead of our pinned options: the environment we hand it must
-    survive the runner's own preparation with checking on."""
+    """ansible-runner turns ANSIBLE_HOST_KEY_CHECKING off by default, which makes mitogen
+    disable checking ahead of our pinned options: the environment we hand it must survive the
+    runner's own preparation with checking on."""
     import ansible_runner
 
     env, _strategy = ansible.runner_environment(tmp_path / "state")
