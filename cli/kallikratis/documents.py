@@ -72,5 +72,6 @@ def compose(
         host_public_key=keys.host.public_openssh,
         disk_volume=m.disk_volume,
         seed_volume=m.seed_volume,
+        nwfilter=model.NWFILTER,
     )
     return VmDocuments(seed, domain, h)

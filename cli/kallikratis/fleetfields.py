@@ -109,3 +109,30 @@ def admin_ssh_keys(value: Any) -> tuple[tuple[str, ...], Problems]:
     if problems:
         return (), problems
     return tuple(value), []
+
+
+def controller_address(
+    net: dict[str, Any],
+    mode: str,
+    cidr: ipaddress.IPv4Network,
+    gateway: ipaddress.IPv4Address,
+) -> tuple[ipaddress.IPv4Address, Problems]:
+    """`fleet_network.controller`: the controller's address on the fleet network.
+
+    On a network libvirt manages that is the gateway (libvirt's own side of the bridge), the
+    default. On an existing bridge the gateway is a router, which must never be a management
+    source: there the address must be given.
+    """
+    value = net.get("controller")
+    if value is None:
+        if mode == "bridge":
+            why = "required with mode bridge: the controller's address on the bridge"
+            return gateway, [("fleet_network.controller", why)]
+        return gateway, []
+    try:
+        address = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+    except ValueError:
+        return gateway, [("fleet_network.controller", f"not an IPv4 address: {value!r}")]
+    if address not in cidr or address in (cidr.network_address, cidr.broadcast_address):
+        return gateway, [("fleet_network.controller", f"{address} is not a host address of {cidr}")]
+    return address, []

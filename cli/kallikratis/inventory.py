@@ -99,7 +99,10 @@ def _network(chk: Checker, gvars: Vars, fleet_name: str) -> model.Network:
         gateway = cidr.network_address + 1
     dns = chk.fleetwide(gvars, net.get("dns"), lambda v: fleetfields.dns_servers(v, str(gateway)))
     name, bridge = chk.fleetwide(gvars, net, lambda v: fleetfields.network_names(v, fleet_name))
-    return model.Network(name, str(mode), cidr, gateway, dns, bridge)
+    controller = chk.fleetwide(
+        gvars, net, lambda v: fleetfields.controller_address(v, str(mode), cidr, gateway)
+    )
+    return model.Network(name, str(mode), cidr, gateway, dns, bridge, controller)
 
 
 def _profiles(chk: Checker, gvars: Vars) -> dict[str, model.Profile]:

@@ -18,6 +18,12 @@ MODULES = ("portal", "opendata", "education")
 LANGUAGES = ("el", "en")
 DOMAIN_TYPES = ("kvm", "qemu")
 NETWORK_MODES = ("nat", "route", "isolated", "bridge")
+#: how a municipality's VM is fenced off from its neighbours on the shared network: an isolated
+#: bridge port (no frame from one tenant reaches another) and libvirt's clean-traffic nwfilter
+#: bound to the VM's own IP and MAC (no IP, MAC or ARP spoofing). Part of the VM spec, so that
+#: `plan` shows a VM made before it as changed and `up` brings it in.
+TENANT_ISOLATION = "isolated-port+clean-traffic"
+NWFILTER = "clean-traffic"
 DISK_SUFFIX = ".qcow2"
 SEED_SUFFIX = "-seed.iso"
 
@@ -55,6 +61,9 @@ class Network:
     gateway: ipaddress.IPv4Address
     dns: tuple[str, ...]
     bridge: str
+    #: the controller's own address on the fleet network (libvirt's side of a managed network):
+    #: the one source of management traffic (SSH, node exporter) that every VM accepts
+    controller: ipaddress.IPv4Address
 
     @property
     def managed(self) -> bool:
@@ -125,6 +134,15 @@ class Fleet:
     hypervisors: Mapping[str, Hypervisor]
     municipalities: tuple[Municipality, ...]
 
+    @property
+    def management_sources(self) -> tuple[ipaddress.IPv4Network, ...]:
+        """Where SSH and the node exporter of a municipality's VM may be reached from.
+
+        The controller only (the central services VMs join when they exist); never the fleet
+        subnet, so that one municipality's VM cannot reach another's management ports.
+        """
+        return (ipaddress.IPv4Network(f"{self.network.controller}/32"),)
+
     def get(self, slug: str) -> Municipality:
         for m in self.municipalities:
             if m.slug == slug:
@@ -166,6 +184,7 @@ def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]
         "image": fleet.image,  # the recipe; its version is kept apart (patch runs update VMs)
         "admin_user": fleet.admin_user,
         "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
+        "isolation": TENANT_ISOLATION,
     }
 
 

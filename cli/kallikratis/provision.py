@@ -191,6 +191,7 @@ class Engine:
             )
         if not need_image:
             return None
+        be.require_nwfilter(model.NWFILTER)
         return golden.ensure_published(
             be,
             self.fleet.pool.name,

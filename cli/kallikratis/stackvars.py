@@ -37,7 +37,7 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_branding": {"colour": m.branding_colour, "logo": m.branding_logo},
         "kallikratis_datasets": list(m.datasets),
         "kallikratis_ip": str(m.ip),
-        "kallikratis_mgmt_networks": [str(fleet.network.cidr)],
+        "kallikratis_mgmt_networks": [str(n) for n in fleet.management_sources],
         "kallikratis_tls_ca_file": str(mine.ca_cert),
         "kallikratis_tls_cert_file": str(mine.tls_cert(m.slug)),
         "kallikratis_tls_key_file": str(mine.tls_key(m.slug)),

@@ -87,7 +87,7 @@ def write_spec(
             "modules": list(m.modules),
             "all_modules": list(model.MODULES),
             "ca_file": str(StateDir(state_dir).fleet(fleet.name).ca_cert),
-            "mgmt_network": str(fleet.network.cidr),
+            "mgmt_sources": [str(n) for n in fleet.management_sources],
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
             "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),

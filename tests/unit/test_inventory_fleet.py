@@ -54,6 +54,19 @@ BAD_FLEET: dict[str, Bad] = {
         _network(bridge="kallikratis-crete"), FLEET, "all", "fleet_network.bridge", "at most 15"
     ),
     "bridge-slash": Bad(_network(bridge="br/0"), FLEET, "all", "fleet_network.bridge"),
+    "controller-missing-on-a-bridge": Bad(
+        _network(mode="bridge", bridge="br-dc0"),
+        FLEET,
+        "all",
+        "fleet_network.controller",
+        "required",
+    ),
+    "controller-not-an-address": Bad(
+        _network(controller="10.77.0.1\n"), FLEET, "all", "fleet_network.controller", "IPv4"
+    ),
+    "controller-outside-the-network": Bad(
+        _network(controller="192.0.2.1"), FLEET, "all", "fleet_network.controller", "host address"
+    ),
     "dns-not-a-list": Bad(
         _network(dns="10.42.0.1"), FLEET, "all", "fleet_network.dns", "must be a list"
     ),

@@ -26,7 +26,10 @@ MODES = ("route", "isolated", "bridge")
 def _documents(inv: InventoryCopy, state_dir: Path, mode: str) -> dict[str, str]:
     inv.edit(inv.fleet_vars, lambda d: d["fleet_network"].update(mode=mode))
     if mode == "bridge":
-        inv.edit(inv.fleet_vars, lambda d: d["fleet_network"].update(bridge="br-dc0"))
+        inv.edit(
+            inv.fleet_vars,
+            lambda d: d["fleet_network"].update(bridge="br-dc0", controller="10.42.0.250"),
+        )
     fleet = inv.load()
     assert fleet.network.mode == mode
     vm = fleet.get("hersonissos")

@@ -1,7 +1,7 @@
 """Fixtures for the testinfra suites that `kallikratis verify` runs against the fleet.
 
 `kallikratis verify` passes --hosts=ssh://<slug>,... and names, in KALLIKRATIS_VERIFY_SPEC, a JSON
-file {slug: {slug, display_name, domain, ip, modules, all_modules, ca_file, mgmt_network,
+file {slug: {slug, display_name, domain, ip, modules, all_modules, ca_file, mgmt_sources,
 watch_services, maintenance, ...}}. HTTP(S) checks run FROM THE CONTROLLER to the VM's address,
 with the fleet CA as the only trust anchor and the municipality's domain as SNI and Host (no
 DNS needed).

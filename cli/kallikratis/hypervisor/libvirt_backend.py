@@ -224,6 +224,26 @@ class LibvirtBackend(Snapshots):
                 net.setAutostart(1)
         return changed
 
+    def require_nwfilter(self, name: str) -> None:
+        """Refuse to go on when libvirt does not know the network filter the domains name.
+
+        libvirt ships `clean-traffic` and the filters it builds on (Debian:
+        libvirt-daemon-config-nwfilter); without them no VM with tenant isolation can start.
+        The test driver has no filter driver and checks nothing.
+        """
+        if self.uri.startswith("test:"):
+            return
+        with _errors(f"looking up network filter {name}"):
+            found = or_none(
+                lambda: self.conn.nwfilterLookupByName(name), libvirt.VIR_ERR_NO_NWFILTER
+            )
+        if found is None:
+            raise HypervisorError(
+                f"libvirt at {self.uri} has no network filter {name!r}, which every VM's "
+                "interface uses for tenant isolation: install libvirt's stock filters "
+                "(Debian: libvirt-daemon-config-nwfilter; `virsh nwfilter-list` shows them)"
+            )
+
     def _network(self, name: str) -> libvirt.virNetwork | None:
         return or_none(lambda: self.conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
 
