@@ -113,6 +113,19 @@ def runner_environment(state_dir: Path) -> tuple[dict[str, str], str]:
         # ansible-playbook from the same environment as this Python, whatever PATH we inherited
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
+    # control sockets (Ansible's ssh masters, mitogen's own listener via TMPDIR) in the 0700
+    # state directory, never in /tmp where another local user could plant or reach one
+    state = paths.StateDir(state_dir)
+    cp = state.socket_dir(paths.ANSIBLE_SOCKET_TAIL)
+    if cp is not None:
+        env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(cp)
+    else:  # too long a path for a socket: no multiplexing rather than a socket elsewhere
+        env["ANSIBLE_SSH_ARGS"] = (
+            "-o ControlMaster=no -o ControlPath=none -o ServerAliveInterval=15"
+        )
+    tmp = state.socket_dir(paths.MITOGEN_SOCKET_TAIL)
+    if tmp is not None:
+        env["TMPDIR"] = str(tmp)
     strategy = "linear"
     mitogen = mitogen_strategy_dir()
     if mitogen is not None:
@@ -159,8 +172,8 @@ def run_playbook(
 ) -> PlaybookRun:
     import ansible_runner
 
-    runs = paths.StateDir(state_dir).runs
-    runs.mkdir(parents=True, exist_ok=True)
+    runs = paths.StateDir(state_dir).secure().runs
+    runs.mkdir(mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
     private.mkdir(mode=0o700)

@@ -182,8 +182,10 @@ class Journal:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            StateDir(self.path.parent).secure()
             db = sqlite3.connect(self.path, timeout=10.0)
+            # sqlite creates the file (and its -journal/-wal, same mode) by the umask: 0600
+            os.chmod(self.path, 0o600)
         except (OSError, sqlite3.Error) as exc:
             raise KallikratisError(f"cannot open the journal {self.path}: {exc}") from exc
         try:

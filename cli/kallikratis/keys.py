@@ -49,7 +49,9 @@ def generate(comment: str) -> KeyPair:
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Write via a temp file and rename: a killed process never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):  # every directory we create is 0700, not the umask's
+        directory.mkdir(mode=0o700, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -72,6 +74,14 @@ class KeyStore:
         self.paths = self.state.fleet(fleet)
         self.dir = self.paths.dir
         self.known_hosts = self.paths.known_hosts
+        self._secured = False
+
+    def secure(self) -> None:
+        """The state directory 0700 and its files 0600 (tightened if an older run left them
+        wider), once per store, before the first secret is read or written."""
+        if not self._secured:
+            self.state.secure()
+            self._secured = True
 
     # -- automation key -------------------------------------------------------------------
     @property
@@ -80,11 +90,12 @@ class KeyStore:
 
     def ensure_client_key(self) -> str:
         """The key Kallikratis logs in with; returns its public half."""
+        self.secure()
         pub = self.client_key.with_suffix(".pub")
         if not (self.client_key.exists() and pub.exists()):
             pair = generate("kallikratis-automation")
             atomic_write(self.client_key, pair.private_openssh)
-            atomic_write(pub, pair.public_openssh + "\n", 0o644)
+            atomic_write(pub, pair.public_openssh + "\n")
             log.info("generated automation key %s", pub)
         return pub.read_text().strip()
 
@@ -96,6 +107,7 @@ class KeyStore:
         from ansible.constants import DEFAULT_VAULT_ID_MATCH
         from ansible.parsing.vault import VaultLib, VaultSecret
 
+        self.secure()
         pw_file = self.vault_password_file()
         if not pw_file.exists():
             if VAULT_PASSWORD_ENV in os.environ:
@@ -135,4 +147,5 @@ class KeyStore:
         for addr, pub in sorted(entries.items()):
             keytype, blob = pub.split()[:2]
             lines.append(f"{addr} {keytype} {blob}\n")
-        atomic_write(self.known_hosts, "".join(lines), 0o644)
+        self.secure()
+        atomic_write(self.known_hosts, "".join(lines))

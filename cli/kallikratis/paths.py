@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from kallikratis.errors import KallikratisError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
@@ -26,6 +29,58 @@ def state_dir() -> Path:
 
 def image_cache_dir() -> Path:
     return Path(os.environ.get("KALLIKRATIS_IMAGE_CACHE", state_dir() / "images"))
+
+
+#: the longest ``sun_path`` of a unix socket (108 bytes with its NUL on Linux)
+SOCKET_PATH_MAX = 107
+#: what follows the socket directory in the longest socket path of each user, with OpenSSH's
+#: temporary ``.XXXXXXXXXXXXXXXX`` while it creates a master: verify's ``/v-%C`` (40 hex),
+#: Ansible's ``/`` + a 10-character hash, mitogen's ``/mitogen_unix_XXXXXXXX.sock``
+VERIFY_SOCKET_TAIL = 3 + 40 + 17
+ANSIBLE_SOCKET_TAIL = 1 + 10 + 17
+MITOGEN_SOCKET_TAIL = 1 + 26
+
+
+def private_dir(path: Path) -> Path:
+    """*path* as a directory only we can enter: created 0700, an existing one tightened to 0700.
+
+    A directory owned by someone else, or a symlink in its place, is refused rather than fixed:
+    whoever owns it can already have planted files (sockets, keys) in it, and chmod would not
+    take them out. A directory of ours that is merely too open (0755 from older versions) is
+    tightened, which is all it takes.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = path.lstat()
+    except OSError as exc:
+        raise KallikratisError(f"cannot create the private directory {path}: {exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise KallikratisError(f"{path} must be a directory, not a symlink or a file: remove it")
+    if st.st_uid != os.geteuid():
+        raise KallikratisError(
+            f"{path} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()}): another user "
+            "could have planted files in it; remove it (it holds nothing we cannot recreate "
+            "but keys: move those aside first) and run again"
+        )
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> None:
+    """Tighten an existing file of the state directory to 0600 (a missing one is fine)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+
+
+def _tighten_dir(path: Path) -> None:
+    st = path.lstat()
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
 
 
 @dataclass(frozen=True)
@@ -51,6 +106,42 @@ class StateDir:
     @property
     def journal(self) -> Path:
         return self.root / "journal.sqlite"
+
+    @property
+    def sockets(self) -> Path:
+        """SSH control sockets (Ansible's, verify's) and mitogen's: never in a shared /tmp."""
+        return self.root / "cp"
+
+    def socket_dir(self, tail: int) -> Path | None:
+        """:attr:`sockets`, or None when a socket *tail* bytes longer would not fit a unix
+        socket's 108 bytes (then the caller does without: no multiplexing beats /tmp)."""
+        return self.sockets if len(str(self.sockets)) + tail <= SOCKET_PATH_MAX else None
+
+    @property
+    def verify_control_path(self) -> str | None:
+        """verify's ssh ControlPath: OpenSSH's %C is a 40-hex hash, so the length is fixed."""
+        cp = self.socket_dir(VERIFY_SOCKET_TAIL)
+        return str(cp / "v-%C") if cp else None
+
+    def secure(self) -> StateDir:
+        """Create or tighten the state directory: every directory 0700, every file 0600.
+
+        Runs before any command reads or writes secrets here, so a state directory made by an
+        older version (0755 directories, a 0644 journal) is tightened in place.
+        """
+        private_dir(self.root)
+        for sub in (self.root / "fleets", self.root / "ssh", self.sockets):
+            private_dir(sub)
+        for entry in self.root.iterdir():  # runs, locks, images...: 0700 too
+            private_file(entry)
+            if entry.is_dir() and not entry.is_symlink():
+                _tighten_dir(entry)
+        for tree in (self.root / "fleets", self.root / "ssh"):  # the secret-bearing files
+            for directory, _dirs, files in os.walk(tree):
+                _tighten_dir(Path(directory))
+                for name in files:
+                    private_file(Path(directory) / name)
+        return self
 
     def fleet(self, name: str) -> FleetState:
         return FleetState(self, name)

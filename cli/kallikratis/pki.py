@@ -96,7 +96,7 @@ class FleetCA:
             .sign(key, hashes.SHA256())
         )
         self._write_secret(self.ca_key_path, _pem_key(key))
-        atomic_write(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        atomic_write(self.ca_cert_path, cert.public_bytes(serialization.Encoding.PEM))
         log.info("created fleet CA for %s", self.fleet.name)
         return cert, key
 
@@ -127,7 +127,7 @@ class FleetCA:
         )
         self._write_secret(key_path, _pem_key(key))
         chain = cert.public_bytes(serialization.Encoding.PEM)
-        atomic_write(cert_path, chain, 0o644)
+        atomic_write(cert_path, chain)
         log.info("issued TLS certificate for %s", m.domain)
         return True
 

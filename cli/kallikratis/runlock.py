@@ -80,7 +80,7 @@ def _write_holder(handle: BinaryIO, argv: Sequence[str]) -> None:
 
 def _try_lock(path: Path) -> tuple[BinaryIO | None, Holder | None]:
     """(open locked handle, None) or (None, the holder as far as it is known)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     handle = os.fdopen(fd, "r+b", buffering=0)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,7 +117,8 @@ def acquire(
     """
     directory = lock_dir(state_dir, fleet)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        StateDir(state_dir).secure()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise KallikratisError(f"cannot create the lock directory {directory}: {exc}") from exc
     held: list[BinaryIO] = []

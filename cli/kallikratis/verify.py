@@ -50,6 +50,16 @@ class Check:
 
 def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
     keys = KeyStore(state_dir, fleet.name)
+    keys.secure()
+    control_path = keys.state.verify_control_path
+    if control_path is None:
+        log.warning("state directory %s: path too long for SSH control sockets", state_dir)
+    # sockets in the 0700 state directory only (never /tmp, where another user could plant one)
+    mux = (
+        ["  ControlMaster auto", f"  ControlPath {control_path}", "  ControlPersist 120"]
+        if control_path
+        else ["  ControlMaster no", "  ControlPath none"]
+    )
     lines = []
     for m in fleet.municipalities:
         lines += [
@@ -60,9 +70,7 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             *(f"  {name} {value}" for name, value in ssh.pinned_options(keys.known_hosts)),
             "  BatchMode yes",
             "  ConnectTimeout 10",
-            "  ControlMaster auto",
-            "  ControlPath /tmp/.kk-verify-%C",
-            "  ControlPersist 120",
+            *mux,
             "",
         ]
     path = keys.paths.ssh_config
@@ -98,7 +106,7 @@ def write_spec(
         for m in selection
     }
     path = StateDir(state_dir).fleet(fleet.name).verify_spec
-    atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2), 0o644)
+    atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2))
     return path
 
 

@@ -57,7 +57,9 @@ POOL = "kallikratis"
 SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed fleet
 SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
 BASE_SNAPSHOT = "e2e-deployed"  # not kk-…: patch runs never list or prune it
-SSH_MASTER_DIRS = ("/tmp/.kk-ssh-cp/*", "/tmp/.kk-verify-*")
+#: OpenSSH control masters, in the state directory's 0700 cp/ (never /tmp): Ansible's
+#: (a 10-character hash each) and verify's (v-<%C>); mitogen's mux sockets are not ssh masters
+SSH_MASTER_GLOBS = ("cp/*",)
 
 
 class Running:
@@ -237,11 +239,13 @@ class Fleet:
         return {r["slug"]: (r["ip"], r["domain"]) for r in rows}
 
 
-def close_ssh_masters() -> None:
+def close_ssh_masters(state: Path) -> None:
     """End every OpenSSH control master of ours: after a revert or a host-key change, a
     persisted master would reach the VM without a new handshake (or hang on a dead one)."""
-    for pattern in SSH_MASTER_DIRS:
-        for sock in glob.glob(pattern):
+    for pattern in SSH_MASTER_GLOBS:
+        for sock in glob.glob(str(state / pattern)):
+            if sock.rsplit("/", 1)[-1].startswith("mitogen_unix_"):
+                continue
             subprocess.run(
                 ["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "kallikratis-master"],
                 capture_output=True,
@@ -389,7 +393,7 @@ class Deployed:
     def restore(self) -> None:
         """The shared VMs and the inventory back to the base snapshot (seconds, not minutes)."""
         started = time.monotonic()
-        close_ssh_masters()
+        close_ssh_masters(self.fleet.state)
         backend = LibvirtBackend(URI, self.conn)  # the revert and clock steps of patch runs
         for slug in SLUGS:
             name = f"{FLEET}-{slug}"
@@ -411,7 +415,7 @@ def deployed(
 ) -> Iterator[Deployed]:
     fleet = booted.fleet
     out = fleet.kk_json("deploy", "--all", timeout=1800)
-    close_ssh_masters()
+    close_ssh_masters(fleet.state)
     for slug in SLUGS:
         dom = conn.lookupByName(f"{FLEET}-{slug}")
         dom.snapshotCreateXML(

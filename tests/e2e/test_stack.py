@@ -221,7 +221,7 @@ def test_a_changed_host_key_is_refused_on_every_ssh_path(fresh: Deployed) -> Non
             f"sudo rm -f {key} {key}.pub && sudo ssh-keygen -q -t ed25519 -N '' -f {key}"
             " && sudo systemctl restart ssh",
         )
-        close_ssh_masters()  # a persisted master would skip the new handshake
+        close_ssh_masters(fleet.state)  # a persisted master would skip the new handshake
         done = fleet.kk("ssh", slug, "--", "true", check=False, timeout=120)
         assert done.returncode != 0, done.stdout
         assert "host key" in done.stderr.lower(), done.stderr
