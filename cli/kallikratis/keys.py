@@ -47,6 +47,18 @@ def generate(comment: str) -> KeyPair:
     return KeyPair(private, f"{public} {comment}")
 
 
+def public_of(private_key: Path) -> str:
+    """The OpenSSH public line of a private key file (what ``ssh-keygen -y -f`` prints)."""
+    try:
+        key = serialization.load_ssh_private_key(private_key.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise KallikratisError(f"cannot read the private key {private_key}: {exc}") from exc
+    public = key.public_key().public_bytes(  # type: ignore[union-attr]
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{public.decode()} kallikratis-automation"
+
+
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Write via a temp file and rename: a killed process never leaves half a file."""
     missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
@@ -69,8 +81,9 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
 class KeyStore:
     """Keys of one fleet under the state directory."""
 
-    def __init__(self, state_dir: Path, fleet: str) -> None:
+    def __init__(self, state_dir: Path, fleet: str, inventory: Path | None = None) -> None:
         self.state = StateDir(state_dir)
+        self.inventory = inventory  # where host_vars/*/vault.yml live (the vault's other users)
         self.paths = self.state.fleet(fleet)
         self.dir = self.paths.dir
         self.known_hosts = self.paths.known_hosts
@@ -92,12 +105,22 @@ class KeyStore:
         """The key Kallikratis logs in with; returns its public half."""
         self.secure()
         pub = self.client_key.with_suffix(".pub")
-        if not (self.client_key.exists() and pub.exists()):
-            pair = generate("kallikratis-automation")
-            atomic_write(self.client_key, pair.private_openssh)
-            atomic_write(pub, pair.public_openssh + "\n")
-            log.info("generated automation key %s", pub)
-        return pub.read_text().strip()
+        if self.client_key.exists():
+            if not pub.exists():  # never a new key for a lost .pub: every VM trusts the old one
+                atomic_write(pub, public_of(self.client_key) + "\n")
+                log.info("restored %s from its private key", pub)
+            return pub.read_text().strip()
+        if pub.exists():
+            raise KallikratisError(
+                f"the automation key {self.client_key} is missing but {pub} exists: the VMs "
+                "trust that key, so a new one would lock Kallikratis out of them. Restore the "
+                f"private key from a backup (or remove {pub} to start over with a new key)"
+            )
+        pair = generate("kallikratis-automation")
+        atomic_write(self.client_key, pair.private_openssh)
+        atomic_write(pub, pair.public_openssh + "\n")
+        log.info("generated automation key %s", pub)
+        return pair.public_openssh
 
     # -- vault ----------------------------------------------------------------------------
     def vault_password_file(self) -> Path:
@@ -112,10 +135,27 @@ class KeyStore:
         if not pw_file.exists():
             if VAULT_PASSWORD_ENV in os.environ:
                 raise KallikratisError(f"vault password file {pw_file} does not exist")
+            encrypted = self.vault_files()
+            if encrypted:
+                shown = ", ".join(str(p) for p in encrypted[:5])
+                more = f" and {len(encrypted) - 5} more" if len(encrypted) > 5 else ""
+                raise KallikratisError(
+                    f"the vault password file {pw_file} is missing, but files encrypted with "
+                    f"it exist ({shown}{more}): a new password could not open them. Restore "
+                    f"{pw_file} from a backup (mode 0600), or point {VAULT_PASSWORD_ENV} at it"
+                )
             atomic_write(pw_file, secrets.token_urlsafe(32) + "\n")
             log.info("generated vault password file %s", pw_file)
         secret = VaultSecret(pw_file.read_text().strip().encode())
         return VaultLib([(DEFAULT_VAULT_ID_MATCH, secret)])
+
+    def vault_files(self) -> list[Path]:
+        """Every file the fleet's vault password encrypts: state directory and inventory."""
+        found = sorted((self.state.root / "fleets").glob("*/host-keys/*.vault"))
+        found += sorted((self.state.root / "fleets").glob("*/pki/*.vault"))
+        if self.inventory is not None:
+            found += sorted(self.inventory.glob("host_vars/*/vault.yml"))
+        return found
 
     # -- host keys ------------------------------------------------------------------------
     def _host_key_file(self, slug: str) -> Path:

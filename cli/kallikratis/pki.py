@@ -40,7 +40,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 class FleetCA:
     def __init__(self, state_dir: Path, fleet: model.Fleet) -> None:
         self.fleet = fleet
-        self.keys = KeyStore(state_dir, fleet.name)
+        self.keys = KeyStore(state_dir, fleet.name, fleet.inventory)
         self.state_dir = state_dir
         self.paths = StateDir(state_dir).fleet(fleet.name)
         self.ca_cert_path = self.paths.ca_cert

@@ -80,7 +80,7 @@ class Engine:
         self.state_dir = state_dir or paths.state_dir()
         self.images_dir = images_dir or paths.images_dir()
         self.image_cache = image_cache or paths.image_cache_dir()
-        self.keys = KeyStore(self.state_dir, fleet.name)
+        self.keys = KeyStore(self.state_dir, fleet.name, fleet.inventory)
         self._factory = backend_factory
         self._backends: dict[str, LibvirtBackend] = {}
         self._lock = threading.Lock()

@@ -49,7 +49,7 @@ class Check:
 
 
 def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
-    keys = KeyStore(state_dir, fleet.name)
+    keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     keys.secure()
     control_path = keys.state.verify_control_path
     if control_path is None:
@@ -143,7 +143,7 @@ def run(
     """Run the suites; *maintenance*: the municipalities are expected to be in maintenance
     mode (a patch run verifies before leaving it), else expected NOT to be. *progress* is
     called (slug, phase) as each municipality's checks start and when they are done."""
-    keys = KeyStore(state_dir, fleet.name)
+    keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
     ssh_config = write_ssh_config(fleet, state_dir)
     spec = write_spec(fleet, selection, state_dir, maintenance=maintenance)
