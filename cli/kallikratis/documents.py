@@ -41,17 +41,33 @@ class VmDocuments:
 
 
 def compose(
-    fleet: model.Fleet, m: model.Municipality, keys: VmKeys, image_version: str
+    fleet: model.Fleet,
+    m: model.Municipality,
+    keys: VmKeys,
+    image_version: str,
+    *,
+    retired: bool = False,
 ) -> VmDocuments:
-    """Every document `up` writes for *m*: the seed files and the domain XML."""
+    """Every document `up` writes for *m*: the seed files and the domain XML.
+
+    *retired*: the seed of a VM that has booted with its pinned host key. It carries neither
+    the host's private key nor the automation key (the VM has both already; a rotation then
+    changes no retired seed), tells cloud-init to keep the host keys it finds, and keeps the
+    instance-id of the first-boot seed, so a reboot is not a new instance. The domain records
+    it (``<kk:seed>retired</kk:seed>``) so that every later `up` writes this seed, never the
+    first-boot one, as long as the VM keeps its disk.
+    """
     spec = model.vm_spec(fleet, m, "")
     h = model.spec_hash(spec)
     ctx = {
         "vm": m,
         "fleet": fleet,
-        "host_private_key": keys.host.private_openssh,
+        "host_private_key": "" if retired else keys.host.private_openssh,
         "host_public_key": keys.host.public_openssh,
-        "authorized_keys": [keys.client_public, *fleet.admin_ssh_keys],
+        "authorized_keys": [
+            *([] if retired else [keys.client_public]),
+            *fleet.admin_ssh_keys,
+        ],
         "instance_id": f"{m.vm_name}-{h[:8]}",
     }
     seed = Seed(
@@ -73,5 +89,6 @@ def compose(
         disk_volume=m.disk_volume,
         seed_volume=m.seed_volume,
         nwfilter=model.NWFILTER,
+        seed_retired=retired,
     )
     return VmDocuments(seed, domain, h)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kallikratis import golden, model, paths, recipes, render, vmresources
+from kallikratis import golden, model, paths, recipes, render, seedcustody, vmresources
 from kallikratis.documents import VmKeys, compose
 from kallikratis.errors import HypervisorError, KallikratisError
 from kallikratis.hypervisor import DomainInfo, LibvirtBackend, connect
@@ -252,6 +252,9 @@ class Engine:
                 ssh_s = wait_ready(self.target(m), SSH_TIMEOUT)
                 if ssh_s is None:
                     result, detail = "failed", f"SSH did not answer within {SSH_TIMEOUT:.0f} s"
+                elif seedcustody.flush_guest(self, m) and seedcustody.retire(self, m):
+                    result = "changed" if result == "unchanged" else result
+                    detail = "; ".join(filter(None, [detail, "host private key left the seed"]))
             progress(m.slug, result)
             return UpResult(m.slug, result, detail, time.monotonic() - start, ssh_s)
         except KallikratisError as exc:
@@ -275,9 +278,12 @@ class Engine:
             raise KallikratisError(f"{m.slug}: no golden image to create the VM from")
         # a VM keeps the image it was born with; patch runs keep it current
         keys = VmKeys(host_key, self.keys.ensure_client_key())
-        docs = compose(self.fleet, m, keys, dom.image if dom else image.version)  # type: ignore[union-attr]
         have_disk = be.volume(pool, m.disk_volume) is not None
         have_seed = be.volume(pool, m.seed_volume) is not None
+        # a VM that booted with its key keeps a seed without it; a new disk needs the key again
+        retired = dom is not None and dom.seed_retired and have_disk
+        version = dom.image if dom else image.version  # type: ignore[union-attr]
+        docs = compose(self.fleet, m, keys, version, retired=retired)
         vmresources.reserve_address(be, self.fleet, m, True)
         if (
             dom

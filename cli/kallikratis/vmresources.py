@@ -25,16 +25,24 @@ def reserve_address(
 
 
 def write_seed(be: LibvirtBackend, fleet: model.Fleet, m: model.Municipality, seed: Seed) -> None:
-    """(Re)create the seed volume with the NoCloud ISO of *seed*."""
+    """Write the NoCloud ISO of *seed* into the seed volume.
+
+    An existing volume large enough is overwritten in place, every byte of it (zeros after the
+    ISO): the previous seed may hold a host's private key, which must be gone from the pool's
+    storage, not merely unlinked (a running VM's QEMU keeps an unlinked file's blocks alive).
+    """
     pool = fleet.pool.name
     data = seed.iso()
+    current = be.volume(pool, m.seed_volume)
+    if current is not None and current.capacity_bytes >= len(data):
+        be.upload(pool, m.seed_volume, data + bytes(current.capacity_bytes - len(data)))
+        return
     be.delete_volume(pool, m.seed_volume)
     be.create_volume(
         pool,
         render.render("raw-volume.xml.j2", name=m.seed_volume, capacity=len(data), format="raw"),
     )
-    if be.stores_data:
-        be.upload(pool, m.seed_volume, data)
+    be.upload(pool, m.seed_volume, data)
 
 
 def create_disk(

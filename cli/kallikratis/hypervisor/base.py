@@ -47,6 +47,7 @@ class DomainInfo:
     spec: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     started: float | None = None
     live_spec_hash: str = ""
+    seed_retired: bool = False  # the seed no longer carries the host's private key
 
     @property
     def running(self) -> bool:
