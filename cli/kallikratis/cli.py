@@ -11,6 +11,7 @@ import click
 from kallikratis import __version__
 from kallikratis.commands import audit, lifecycle, patch, stack
 from kallikratis.commands import images as images_cmd
+from kallikratis.commands import keys as keys_cmd
 from kallikratis.commands.common import Context, console_err
 from kallikratis.errors import KallikratisError
 
@@ -66,6 +67,7 @@ for command in (
     *patch.COMMANDS,
     images_cmd.image,
     *audit.COMMANDS,
+    *keys_cmd.COMMANDS,
 ):
     main_group.add_command(command)
 

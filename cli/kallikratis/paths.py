@@ -95,6 +95,21 @@ class StateDir:
         return self.root / "ssh" / "id_ed25519"
 
     @property
+    def previous_client_key(self) -> Path:
+        """The automation key before `keys rotate`, kept while some VM may still trust only it."""
+        return self.root / "ssh" / "id_ed25519.old"
+
+    @property
+    def next_client_key(self) -> Path:
+        """A rotation's new key, between its generation and its promotion (crash-safe)."""
+        return self.root / "ssh" / "id_ed25519.next"
+
+    @property
+    def rotation(self) -> Path:
+        """Which VMs of which fleet still trust only the previous automation key (JSON)."""
+        return self.root / "ssh" / "rotation.json"
+
+    @property
     def vault_password(self) -> Path:
         return self.root / "vault-password"
 

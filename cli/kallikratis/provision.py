@@ -113,8 +113,10 @@ class Engine:
         return out
 
     def target(self, m: model.Municipality) -> SshTarget:
+        old = self.keys.state.previous_client_key  # offered too while a rotation is pending
+        more = (old,) if old.exists() else ()
         return SshTarget(
-            self.fleet.admin_user, str(m.ip), self.keys.client_key, self.keys.known_hosts
+            self.fleet.admin_user, str(m.ip), self.keys.client_key, self.keys.known_hosts, more
         )
 
     # -- plan ------------------------------------------------------------------------------

@@ -36,13 +36,18 @@ class SshTarget:
     host: str
     identity: Path
     known_hosts: Path
+    #: offered after *identity*: the previous automation key while a rotation is pending
+    more_identities: tuple[Path, ...] = ()
+    port: int = 22
 
     def options(self) -> list[str]:
+        ids = [arg for key in (self.identity, *self.more_identities) for arg in ("-i", str(key))]
+        port = ["-p", str(self.port)] if self.port != 22 else []
         return [
             *option_args([("BatchMode", "yes"), *pinned_options(self.known_hosts)]),
             *option_args([("LogLevel", "ERROR")]),
-            "-i",
-            str(self.identity),
+            *port,
+            *ids,
         ]
 
     def argv(self, command: list[str] | None = None, *, tty: bool = False) -> list[str]:

@@ -22,12 +22,15 @@ VM_WHEELHOUSE = "/opt/kallikratis/wheels"
 def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> dict[str, Any]:
     state = StateDir(state_dir)
     mine = state.fleet(fleet.name)
+    ssh_args = ssh.option_args(ssh.pinned_options(mine.known_hosts))
+    if state.previous_client_key.exists():  # a rotation is pending: offer the old key too
+        ssh_args += ssh.option_args([("IdentityFile", str(state.previous_client_key))])
     return {
         "ansible_host": str(m.ip),
         "ansible_user": fleet.admin_user,
         "ansible_become": True,
         "ansible_ssh_private_key_file": str(state.client_key),
-        "ansible_ssh_common_args": " ".join(ssh.option_args(ssh.pinned_options(mine.known_hosts))),
+        "ansible_ssh_common_args": " ".join(ssh_args),
         "kallikratis_fleet": fleet.name,
         "kallikratis_slug": m.slug,
         "kallikratis_display_name": m.display_name,

@@ -67,6 +67,11 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             f"  HostName {m.ip}",
             f"  User {fleet.admin_user}",
             f"  IdentityFile {keys.client_key}",
+            *(
+                [f"  IdentityFile {keys.state.previous_client_key}"]
+                if keys.state.previous_client_key.exists()
+                else []
+            ),
             *(f"  {name} {value}" for name, value in ssh.pinned_options(keys.known_hosts)),
             "  BatchMode yes",
             "  ConnectTimeout 10",
