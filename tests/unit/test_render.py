@@ -294,3 +294,16 @@ def test_newline_display_name_gives_a_valid_domain_xml(
     path = _write(tmp_path, "domain.xml", newline_docs.docs["domain.xml"])
     proc = _run(["virt-xml-validate", str(path), "domain"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_retired_seed_and_domain_pass_the_validators(rendered: Rendered, tmp_path: Path) -> None:
+    """The seed a VM keeps after its first boot: cloud-init's schema, libvirt's RNG schema."""
+    keys = VmKeys(fixed_host_key(), fixed_client_public_key())
+    docs = compose(rendered.fleet, rendered.vm, keys, IMAGE_VERSION, retired=True)
+    proc = _cloud_init_schema(tmp_path, docs.seed.user_data)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PRIVATE KEY" not in docs.seed.user_data
+    path = tmp_path / "domain.xml"
+    path.write_text(docs.domain)
+    done = _run(["virt-xml-validate", str(path), "domain"])
+    assert done.returncode == 0, done.stdout + done.stderr

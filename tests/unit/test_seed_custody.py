@@ -107,7 +107,7 @@ def test_retired_seed_keeps_the_instance_and_the_keys(engine: Engine) -> None:
     )
     data = yaml.safe_load(retired.seed.user_data.split("\n", 1)[1])
     assert "ssh_keys" not in data
-    assert data["ssh_deletekeys"] is False and data["ssh_genkeytypes"] == []
+    assert data["ssh_deletekeys"] is False and data["ssh_genkeytypes"] == ["ed25519"]
     assert "PRIVATE" not in retired.seed.user_data
     assert first.spec_hash == retired.spec_hash
     # rotating the automation key changes no retired seed (the VM gets the key over SSH)
