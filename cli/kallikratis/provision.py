@@ -126,34 +126,16 @@ class Engine:
         for m in selection:
             dom = live[m.hypervisor].get(m.slug)
             spec = self.spec(m)
+            at = (m.slug, m.vm_name, m.hypervisor)
             if dom is None:
-                items.append(PlanItem(m.slug, m.vm_name, m.hypervisor, "create", "absent"))
+                items.append(PlanItem(*at, "create", "absent"))
                 continue
-            h = model.spec_hash(spec)
             pending = dom.running and dom.live_spec_hash not in ("", dom.spec_hash)
-            if dom.spec_hash == h:
-                items.append(
-                    PlanItem(
-                        m.slug,
-                        m.vm_name,
-                        m.hypervisor,
-                        "unchanged",
-                        dom.state,
-                        restart_pending=pending,
-                    )
-                )
+            if dom.spec_hash == model.spec_hash(spec):
+                items.append(PlanItem(*at, "unchanged", dom.state, restart_pending=pending))
             else:
-                items.append(
-                    PlanItem(
-                        m.slug,
-                        m.vm_name,
-                        m.hypervisor,
-                        "change",
-                        dom.state,
-                        diff_spec(dom.spec, spec),
-                        dom.running,
-                    )
-                )
+                changes = diff_spec(dom.spec, spec)
+                items.append(PlanItem(*at, "change", dom.state, changes, dom.running))
         return items
 
     def orphans(self) -> list[PlanItem]:

@@ -175,3 +175,32 @@ def test_rotation_leaves_retired_vms_unchanged_and_new_seeds_carry_the_new_key(
     assert pair is not None
     docs = compose(test_fleet, m, VmKeys(pair, new_pub), "v1")
     assert new_pub in docs.seed.user_data
+
+
+def test_cli_dry_run_names_what_would_rotate_and_changes_nothing(
+    test_fleet: model.Fleet,
+    make_engine: Callable[[model.Fleet], Engine],
+    state_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from kallikratis.commands.common import Context
+    from kallikratis.commands.keys import rotate
+
+    engine = make_engine(test_fleet)
+    engine.up(test_fleet.select(("hersonissos",)), lambda _s, _p: None, wait=False)
+    before = StateDir(state_dir).client_key.read_bytes()
+    ctx = Context(test_fleet.inventory)
+    ctx._fleet, ctx._engine = test_fleet, engine  # the same test-driver connection
+    done = CliRunner().invoke(rotate, ["--all", "--dry-run", "--json"], obj=ctx)
+    assert done.exit_code == 0, done.output
+    got = {r["slug"]: r["result"] for r in json.loads(done.output)["results"]}
+    assert got == {
+        "archanes-asterousia": "absent",
+        "minoa-pediada": "absent",
+        "hersonissos": "would rotate",
+    }
+    assert StateDir(state_dir).client_key.read_bytes() == before
+    assert not StateDir(state_dir).previous_client_key.exists()
