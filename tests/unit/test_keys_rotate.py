@@ -204,3 +204,21 @@ def test_cli_dry_run_names_what_would_rotate_and_changes_nothing(
     }
     assert StateDir(state_dir).client_key.read_bytes() == before
     assert not StateDir(state_dir).previous_client_key.exists()
+
+
+def test_every_ssh_path_offers_the_old_key_while_a_rotation_is_pending(
+    test_fleet: model.Fleet, state_dir: Path, vault_password: Path
+) -> None:
+    from kallikratis import stackvars, verify
+
+    keys = KeyStore(state_dir, test_fleet.name, test_fleet.inventory)
+    m = test_fleet.get("hersonissos")
+    before = stackvars.municipality_vars(test_fleet, m, state_dir)["ansible_ssh_common_args"]
+    assert "id_ed25519.old" not in before
+    assert rotation.Rotation(keys, test_fleet.name).start()
+    old = StateDir(state_dir).previous_client_key
+    args = stackvars.municipality_vars(test_fleet, m, state_dir)["ansible_ssh_common_args"]
+    assert f"-o IdentityFile={old}" in args
+    config = verify.write_ssh_config(test_fleet, state_dir).read_text()
+    assert f"  IdentityFile {old}" in config.splitlines()
+    assert not rotation.Rotation(keys, test_fleet.name).start(), "pending: no third key"
