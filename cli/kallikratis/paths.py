@@ -41,17 +41,18 @@ ANSIBLE_SOCKET_TAIL = 1 + 10 + 17
 MITOGEN_SOCKET_TAIL = 1 + 26
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, *, follow: bool = False) -> Path:
     """*path* as a directory only we can enter: created 0700, an existing one tightened to 0700.
 
     A directory owned by someone else, or a symlink in its place, is refused rather than fixed:
     whoever owns it can already have planted files (sockets, keys) in it, and chmod would not
     take them out. A directory of ours that is merely too open (0755 from older versions) is
-    tightened, which is all it takes.
+    tightened, which is all it takes. *follow*: the state directory itself may be a symlink
+    an administrator made (to another disk); what it points to is checked.
     """
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = path.lstat()
+        st = path.stat() if follow else path.lstat()
     except OSError as exc:
         raise KallikratisError(f"cannot create the private directory {path}: {exc}") from exc
     if not stat.S_ISDIR(st.st_mode):
@@ -144,7 +145,7 @@ class StateDir:
         Runs before any command reads or writes secrets here, so a state directory made by an
         older version (0755 directories, a 0644 journal) is tightened in place.
         """
-        private_dir(self.root)
+        private_dir(self.root, follow=True)
         for sub in (self.root / "fleets", self.root / "ssh", self.sockets):
             private_dir(sub)
         for entry in self.root.iterdir():  # runs, locks, images...: 0700 too

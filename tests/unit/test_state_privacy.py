@@ -139,3 +139,11 @@ def test_too_long_a_state_path_means_no_multiplexing_not_tmp(
     env, _strategy = ansible.runner_environment(state)
     assert "ControlMaster=no" in env["ANSIBLE_SSH_ARGS"]
     assert "TMPDIR" not in env
+
+
+def test_a_state_directory_symlinked_by_the_administrator_is_fine(tmp_path: Path) -> None:
+    real = tmp_path / "disk" / "kallikratis"
+    real.mkdir(parents=True, mode=0o755)
+    (tmp_path / "state").symlink_to(real)
+    StateDir(tmp_path / "state").secure()
+    assert _mode(real) == 0o700
