@@ -21,6 +21,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def rotate(
     fleet_vms: list[str],
     *,
     dry_run: bool = False,
+    parallel: int = 8,
 ) -> list[RotateResult]:
     """Rotate the automation key on *targets* (slug -> its SSH target; None: no VM).
 
@@ -166,20 +168,19 @@ def rotate(
             for s, t in targets.items()
         ]
     rotation.start()
-    results = []
-    for slug, target in targets.items():
+    new, old = keys.state.client_key, keys.state.previous_client_key
+
+    def one(slug: str, target: SshTarget | None) -> RotateResult:
         start = time.monotonic()
         if target is None:
-            todo.discard(slug)
-            results.append(RotateResult(slug, "absent", "no VM: its first seed has the new key"))
-        elif slug not in todo:
-            results.append(RotateResult(slug, "unchanged", "already has the new key only"))
-        else:
-            result, detail = rotate_one(
-                target, keys.state.client_key, keys.state.previous_client_key
-            )
-            if result == "rotated":
-                todo.discard(slug)
-            results.append(RotateResult(slug, result, detail, time.monotonic() - start))
+            return RotateResult(slug, "absent", "no VM: its first seed has the new key")
+        if slug not in todo:
+            return RotateResult(slug, "unchanged", "already has the new key only")
+        result, detail = rotate_one(target, new, old)
+        return RotateResult(slug, result, detail, time.monotonic() - start)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(targets)))) as pool:
+        results = list(pool.map(lambda item: one(*item), targets.items()))
+    todo -= {r.slug for r in results if r.result in ("rotated", "absent")}
     rotation.finish(sorted(todo))
     return results
