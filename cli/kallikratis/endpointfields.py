@@ -66,7 +66,9 @@ def tls_mode(value: Any) -> tuple[str, Problems]:
 
 def tls_domain_problem(tls: str, domain: str, fleet_domain: str) -> str:
     """The fleet CA is name-constrained to fleet_domain: other names need ACME."""
-    if tls == "fleet-ca" and domain != fleet_domain and not domain.endswith("." + fleet_domain):
+    if not is_fqdn(domain) or tls != "fleet-ca":
+        return ""  # a malformed domain is reported once, as such
+    if domain != fleet_domain and not domain.endswith("." + fleet_domain):
         return (
             f"{domain} is outside fleet_domain {fleet_domain}, the only names the fleet CA may "
             "sign: set tls: acme for it"
@@ -84,13 +86,15 @@ def acme(
     if not needed and not any(values.get(k) is not None for k in ACME_KEYS):
         return None, []
     problems: Problems = []
+    why_needed = " (required: a municipality has tls: acme)" if needed else ""
     directory = values.get("acme_directory")
     if not _https_url(directory):
-        why = f"must be the https:// URL of an ACME directory, got {directory!r}"
+        why = f"must be the https:// URL of an ACME directory{why_needed}, got {directory!r}"
         problems.append(("acme_directory", why))
     email = values.get("acme_email")
     if not _email(email):
-        problems.append(("acme_email", f"must be an e-mail address (user@domain), got {email!r}"))
+        why = f"must be an e-mail address (user@domain){why_needed}, got {email!r}"
+        problems.append(("acme_email", why))
     bundle = _pem_file("acme_ca_bundle", values.get("acme_ca_bundle"), inventory, problems)
     roots = _pem_file("acme_roots", values.get("acme_roots"), inventory, problems)
     if problems:

@@ -86,7 +86,8 @@ def write_spec(
             "ip": str(m.ip),
             "modules": list(m.modules),
             "all_modules": list(model.MODULES),
-            "ca_file": str(StateDir(state_dir).fleet(fleet.name).ca_cert),
+            "ca_file": _trust_anchor(fleet, m, state_dir),
+            "tls": m.tls,
             "mgmt_sources": [str(n) for n in fleet.management_sources],
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
@@ -100,6 +101,13 @@ def write_spec(
     path = StateDir(state_dir).fleet(fleet.name).verify_spec
     atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2), 0o644)
     return path
+
+
+def _trust_anchor(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> str:
+    """The CA file the checks trust for the municipality ("": the system's trust store)."""
+    if m.tls == "acme":
+        return fleet.acme.roots if fleet.acme else ""
+    return str(StateDir(state_dir).fleet(fleet.name).ca_cert)
 
 
 def bypass_tokens(
