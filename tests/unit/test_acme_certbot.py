@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 
 def role_task(name: str) -> dict[str, Any]:
-    tasks = yaml.safe_load((ROLES / "web" / "tasks" / "tls_acme.yml").read_text())
+    tasks = yaml.safe_load((ROLES / "web" / "tasks" / "tls_acme_issue.yml").read_text())
     return next(t for t in tasks if t["name"] == name)
 
 
