@@ -6,13 +6,14 @@ entry and field, once (exit code 2), and changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from kallikratis import inventory, stackvars
+from kallikratis import inventory, stackvars, verify
 from kallikratis.errors import InventoryError
 from support import CRETE, FLEET, HERSO_VARS, HOSTS, Bad, InventoryCopy, assert_one_problem
 
@@ -180,3 +181,16 @@ def test_validate_exits_2_naming_file_entry_and_field(inv: InventoryCopy) -> Non
     )
     assert res.returncode == 2, res.stdout + res.stderr
     assert f"{inv.root / FLEET}: all: admin_allow[0]: " in res.stderr
+
+
+def test_verify_trusts_the_issuer_of_each_municipality(inv: InventoryCopy, tmp_path: Path) -> None:
+    """fleet-ca: the fleet CA file; acme: acme_roots (or "" = the system's trust store)."""
+    (inv.root / "roots.pem").write_text(PEM)
+    inv.set_fleet(acme_roots="roots.pem", **ACME)
+    inv.set_host("hersonissos", tls="acme")
+    fleet = inv.load()
+    spec = json.loads(verify.write_spec(fleet, list(fleet.municipalities), tmp_path).read_text())
+    assert spec["hersonissos"]["tls"] == "acme"
+    assert spec["hersonissos"]["ca_file"] == str(inv.root / "roots.pem")
+    assert spec["minoa-pediada"]["tls"] == "fleet-ca"
+    assert spec["minoa-pediada"]["ca_file"].endswith("/pki/ca.crt")
