@@ -101,8 +101,10 @@ def test_the_issued_leaves_verify_with_their_name_and_address(
     m = test_fleet.municipalities[0]
     assert ca.ensure_cert(m)
     leaf = ca.paths.tls_cert(m.slug).read_bytes()
-    assert _verifies(ca.ca_cert_path.read_bytes(), leaf, m.domain)
+    ca_pem = ca.ca_cert_path.read_bytes()
+    assert _verifies(ca_pem, leaf, m.domain)
     assert not ca.ensure_cert(m), "a good certificate is not re-issued"
+    assert ca.ca_cert_path.read_bytes() == ca_pem, "a constrained CA is left as it is"
 
 
 def test_an_unconstrained_ca_is_re_signed_with_the_same_key(
