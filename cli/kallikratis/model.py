@@ -163,6 +163,10 @@ class Fleet:
         """
         return (ipaddress.IPv4Network(f"{self.network.controller}/32"),)
 
+    def admin_allows(self, address: ipaddress.IPv4Address) -> bool:
+        """True when *address* may reach the admin paths (admin_allow)."""
+        return any(address in ipaddress.ip_network(n) for n in self.admin_allow)
+
     def get(self, slug: str) -> Municipality:
         for m in self.municipalities:
             if m.slug == slug:

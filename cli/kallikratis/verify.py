@@ -88,6 +88,8 @@ def write_spec(
             "all_modules": list(model.MODULES),
             "ca_file": _trust_anchor(fleet, m, state_dir),
             "tls": m.tls,
+            # verify's requests come from the controller: are the admin paths open to it?
+            "admin_allowed": fleet.admin_allows(fleet.network.controller),
             "mgmt_sources": [str(n) for n in fleet.management_sources],
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),

@@ -194,3 +194,17 @@ def test_verify_trusts_the_issuer_of_each_municipality(inv: InventoryCopy, tmp_p
     assert spec["hersonissos"]["ca_file"] == str(inv.root / "roots.pem")
     assert spec["minoa-pediada"]["tls"] == "fleet-ca"
     assert spec["minoa-pediada"]["ca_file"].endswith("/pki/ca.crt")
+    assert spec["minoa-pediada"]["admin_allowed"] is True  # the default: open
+
+
+def test_verify_knows_whether_the_controller_is_on_the_admin_allow_list(
+    inv: InventoryCopy, tmp_path: Path
+) -> None:
+    inv.set_fleet(admin_allow=["192.0.2.0/24"])
+    fleet = inv.load()
+    spec = json.loads(verify.write_spec(fleet, list(fleet.municipalities), tmp_path).read_text())
+    assert {e["admin_allowed"] for e in spec.values()} == {False}
+    inv.set_fleet(admin_allow=[str(fleet.network.cidr)])
+    fleet = inv.load()
+    spec = json.loads(verify.write_spec(fleet, list(fleet.municipalities), tmp_path).read_text())
+    assert {e["admin_allowed"] for e in spec.values()} == {True}
