@@ -25,6 +25,7 @@ from kallikratis import model, schedule
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest, Upgrade
 from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
+from kallikratis.patchrevert import Reverts
 from kallikratis.patchwaves import allowed_failures, waves
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def snapshot_name(run_id: int, when: float | None = None) -> str:
     return f"{SNAPSHOT_PREFIX}{stamp}-r{run_id}"
 
 
-class PatchRun:
+class PatchRun(Reverts):
     def __init__(
         self,
         backend: BackendFactory,
@@ -149,9 +150,7 @@ class PatchRun:
             self._parallel(active, self._complete)
         finally:
             # failed ones, and any left unfinished by an exception (KeyboardInterrupt, SIGTERM)
-            pending = [m for m in self._unfinished(members) if self.outcomes[m.slug].snapshot]
-            self._parallel(pending, self._revert)
-            self._confirm([m for m in pending if self.outcomes[m.slug].reverted])
+            self._undo([m for m in self._unfinished(members) if self.outcomes[m.slug].snapshot])
         for m in members:
             o = self.outcomes[m.slug]
             if o.result == "pending":  # no snapshot was taken: nothing to undo
@@ -347,45 +346,3 @@ class PatchRun:
             o.reason = f"pruning snapshots: {exc.message}"
         self._finish(m.slug, "patched")
         return True
-
-    def _revert(self, m: model.Municipality) -> bool:
-        o = self.outcomes[m.slug]
-        self.progress(m.slug, "reverting")
-        be = self.backend(m.hypervisor)
-        t = time.monotonic()
-        try:
-            be.revert_snapshot(m.vm_name, o.snapshot)
-        except KallikratisError as exc:
-            o.reason = f"{o.reason or 'interrupted'}; REVERT FAILED ({exc.message}); "
-            o.reason += f"snapshot {o.snapshot} kept for manual recovery"
-            self._finish(m.slug, "failed")
-            return False
-        o.timings["revert"] = time.monotonic() - t
-        o.reverted = True
-        guest = self.steps.guest(m)
-        if not be.sync_guest_clock(m.vm_name):
-            try:
-                guest.set_clock(time.time())
-            except KallikratisError as exc:
-                log.warning("%s: setting the clock after revert: %s", m.slug, exc.message)
-        try:
-            guest.maintenance(False)
-            be.delete_snapshot(m.vm_name, o.snapshot)
-        except KallikratisError as exc:
-            o.reason = f"{o.reason}; after revert: {exc.message}"
-        return True
-
-    def _confirm(self, members: list[model.Municipality]) -> None:
-        """After a revert: does the municipality serve again? Either way it failed."""
-        if not members:
-            return
-        for m in members:
-            self.progress(m.slug, "confirming revert")
-        result = self.steps.verify(members, False)
-        for m in members:
-            ok, why = result.get(m.slug, (False, "no result"))
-            o = self.outcomes[m.slug]
-            o.reason = f"{o.reason or 'interrupted'}; reverted to the snapshot, " + (
-                "serving again" if ok else f"but NOT serving: {why}"
-            )
-            self._finish(m.slug, "failed")
