@@ -26,6 +26,7 @@ from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest, Upgrade
 from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
 from kallikratis.patchrevert import Reverts
+from kallikratis.patchroom import Room
 from kallikratis.patchwaves import allowed_failures, waves
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Outcome:
     upgrades: list[Upgrade] = field(default_factory=list)
     stack_changes: int | None = None  # tasks a deploy would change (None: not checked)
     was_in_maintenance: bool = False
+    refused: bool = False  # no room for its snapshot: failed, but does not stop the run
     snapshot: str = ""
     rebooted: bool = False
     reverted: bool = False
@@ -117,6 +119,7 @@ class PatchRun(Reverts):
         self.limit = allowed_failures(options.max_fail, len(self.selection))
         self.waves = waves([m.slug for m in self.selection], options.canary, options.batch)
         self._wave_start = 0.0
+        self.room = Room(backend)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> list[Outcome]:
@@ -131,17 +134,19 @@ class PatchRun(Reverts):
             for m in members:
                 self.outcomes[m.slug].wave = number
             self._wave(members)
-            failures = sum(o.result == "failed" for o in self.outcomes.values())
+            failures = sum(o.result == "failed" and not o.refused for o in self.outcomes.values())
         return [self.outcomes[m.slug] for m in self.selection]
 
     def _wave(self, members: list[model.Municipality]) -> None:
         self._wave_start = time.monotonic()
+        self.room.reset()
         members = self._in_window(members)
         members = self._inspect(members)
         if self.opt.dry_run:
             for m in members:
                 self._finish(m.slug, "planned")
             return
+        members = [m for m in members if self._room_for_snapshot(m)]
         try:  # from the first change on: an interrupt (SIGTERM) reverts what has a snapshot
             active = self._parallel(members, self._prepare)
             active = self._deploy(active)
@@ -155,6 +160,17 @@ class PatchRun(Reverts):
             o = self.outcomes[m.slug]
             if o.result == "pending":  # no snapshot was taken: nothing to undo
                 self._finish(m.slug, "failed", o.reason or "interrupted")
+
+    def _room_for_snapshot(self, m: model.Municipality) -> bool:
+        """Refuse (untouched) a VM whose pool has no room for its snapshot (patchroom)."""
+        try:
+            why = self.room.claim(m)
+        except KallikratisError as exc:
+            why = f"checking room for the snapshot: {exc.message}"
+        if why:
+            self.outcomes[m.slug].refused = True
+            self._finish(m.slug, "failed", why)
+        return not why
 
     def _unfinished(self, members: list[model.Municipality]) -> list[model.Municipality]:
         return [m for m in members if self.outcomes[m.slug].result == "pending"]

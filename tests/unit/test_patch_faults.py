@@ -12,6 +12,7 @@ from kallikratis.cli import main
 from kallikratis.commands import common
 from kallikratis.commands import patch as patch_command
 from kallikratis.errors import HypervisorError
+from kallikratis.patchroom import GIB
 from support import SLUGS, InventoryCopy
 from test_patch import Harness, harness  # noqa: F401 - the fixture
 
@@ -103,3 +104,44 @@ def test_failed_revert_exits_non_zero_through_the_cli(
     assert "maintenance mode off (it serves)" in text
     assert f"patch failed on: {slug}" in text
     assert "libvirtError" not in text
+
+
+# -- room for the snapshot -----------------------------------------------------------------------
+def test_snapshot_disks_and_memory_on_the_test_driver(harness: Harness) -> None:  # noqa: F811
+    be, m = _vm(harness, SLUGS[0])
+    [disk] = be.snapshot_disks(m.vm_name)  # the read-only seed takes no snapshot
+    assert (disk.name, disk.capacity_bytes) == (m.disk_volume, 10 * GIB)
+    assert be.domain_memory(m.vm_name) == 1536 << 20
+    capacity, available = be.pool_space(disk.pool)
+    assert capacity == 100 * GIB and 0 < available <= capacity
+
+
+def test_no_room_refuses_that_vm_and_the_wave_goes_on(harness: Harness) -> None:  # noqa: F811
+    """need = 1.5 GiB memory + max(1 GiB, 10 % of 10 GiB) + 1 GiB margin = 3.5 GiB per VM:
+    8 GiB free hold two of the wave's three snapshots."""
+    be, _m = _vm(harness, SLUGS[0])
+    be.pool_space = lambda pool: (100 * GIB, 8 * GIB)  # type: ignore[method-assign]
+    outcomes = harness.run(canary=0, batch="10", max_fail="0")
+    assert {o.slug: o.result for o in outcomes} == {
+        SLUGS[0]: "patched",
+        SLUGS[1]: "patched",
+        SLUGS[2]: "failed",
+    }
+    o = outcomes[2]
+    assert o.refused and "refused before any change" in o.reason
+    assert "needs 3.5 GiB" in o.reason and "8.0 GiB available" in o.reason
+    assert "7.0 GiB of it claimed by this wave" in o.reason
+    assert harness.guests[SLUGS[2]].flag_history == [] and harness.snaps(SLUGS[2]) == []
+
+
+def test_a_refused_canary_does_not_stop_the_run(harness: Harness) -> None:  # noqa: F811
+    be, canary = _vm(harness, SLUGS[0])
+    real = be.domain_memory
+    be.domain_memory = lambda name: (  # type: ignore[method-assign]
+        1 << 50 if name == canary.vm_name else real(name)
+    )
+    outcomes = harness.run(canary=1, batch="10", max_fail="0")
+    assert [o.result for o in outcomes] == ["failed", "patched", "patched"]
+    assert (
+        outcomes[0].refused and "not enough room in storage pool kallikratis" in outcomes[0].reason
+    )

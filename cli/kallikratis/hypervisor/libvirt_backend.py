@@ -276,6 +276,23 @@ class LibvirtBackend(Snapshots, Networks):
             return int(self.conn.lookupByName(name).maxMemory()) * 1024
 
     @idempotent
+    def snapshot_disks(self, name: str) -> list[VolumeInfo]:
+        """The pool volumes a snapshot of the domain writes into (neither marked
+        snapshot="no" nor read-only), the first one (which takes the memory state) first."""
+        with _errors(f"reading the disks of {name}"):
+            root = ET.fromstring(self.conn.lookupByName(name).XMLDesc(0))
+            out = []
+            for disk in root.iterfind("./devices/disk[@device='disk']"):
+                src = disk.find("source")
+                skipped = disk.get("snapshot") == "no" or disk.find("readonly") is not None
+                if skipped or src is None or not src.get("volume"):
+                    continue
+                vol = self._vol(src.get("pool", ""), src.get("volume", ""))
+                if vol is not None:
+                    out.append(self._vinfo(src.get("pool", ""), vol))
+            return out
+
+    @idempotent
     def volume(self, pool: str, name: str) -> VolumeInfo | None:
         with _errors(f"looking up volume {pool}/{name}"):
             vol = self._vol(pool, name)
