@@ -28,6 +28,7 @@ from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
 from kallikratis.patchrevert import Reverts
 from kallikratis.patchroom import Room
 from kallikratis.patchwaves import allowed_failures, waves
+from kallikratis.snapshotage import prune_expired
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
@@ -48,6 +49,7 @@ class Outcome:
     stack_changes: int | None = None  # tasks a deploy would change (None: not checked)
     was_in_maintenance: bool = False
     refused: bool = False  # no room for its snapshot: failed, but does not stop the run
+    pruned: list[str] = field(default_factory=list)  # expired snapshots deleted (or not)
     snapshot: str = ""
     rebooted: bool = False
     reverted: bool = False
@@ -65,6 +67,8 @@ class Outcome:
             parts.append(f"stack: {self.stack_changes} task(s) changed")
         if self.rebooted:
             parts.append("rebooted")
+        if self.pruned:
+            parts.append(f"expired snapshots: {', '.join(self.pruned)}")
         if self.reason:
             parts.append(self.reason)
         return "; ".join(parts)
@@ -123,6 +127,7 @@ class PatchRun(Reverts):
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> list[Outcome]:
+        self._prune_expired()
         failures = 0
         for number, wave in enumerate(self.waves, 1):
             if failures > self.limit:
@@ -135,7 +140,17 @@ class PatchRun(Reverts):
                 self.outcomes[m.slug].wave = number
             self._wave(members)
             failures = sum(o.result == "failed" and not o.refused for o in self.outcomes.values())
+        self._prune_expired()
         return [self.outcomes[m.slug] for m in self.selection]
+
+    def _prune_expired(self) -> None:
+        """Snapshots past patch_snapshot_max_age go, at the start and at the end of a run
+        (never this run's own); a dry run only changes nothing."""
+        if self.opt.dry_run:
+            return
+        spare = f"-r{self.opt.run_id}"
+        for p in prune_expired(self.backend, self.selection, time.time(), spare=spare):
+            self.outcomes[p.slug].pruned.append(f"{p.snapshot or '(listing)'} {p.result}")
 
     def _wave(self, members: list[model.Municipality]) -> None:
         self._wave_start = time.monotonic()

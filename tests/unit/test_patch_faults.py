@@ -3,20 +3,23 @@ memory snapshot, snapshots past their maximum age; on libvirt's test driver."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
+import time
 from typing import Any
 
 import pytest
-from kallikratis import model, patch
+from kallikratis import model, opsfields, patch
 from kallikratis.cli import main
 from kallikratis.commands import common
 from kallikratis.commands import patch as patch_command
-from kallikratis.errors import HypervisorError
+from kallikratis.commands import snapshots as snapshots_command
+from kallikratis.errors import HypervisorError, InventoryError
 from kallikratis.patchroom import GIB
+from kallikratis.snapshotage import prune_expired
 from support import SLUGS, InventoryCopy
-from test_patch import Harness, harness  # noqa: F401 - the fixture
-
-pytestmark = pytest.mark.usefixtures("harness")
+from test_patch import PROBE, Harness, harness  # noqa: F401 - the fixture
 
 
 def _vm(harness: Harness, slug: str) -> tuple[Any, model.Municipality]:  # noqa: F811
@@ -145,3 +148,105 @@ def test_a_refused_canary_does_not_stop_the_run(harness: Harness) -> None:  # no
     assert (
         outcomes[0].refused and "not enough room in storage pool kallikratis" in outcomes[0].reason
     )
+
+
+# -- snapshots past their maximum age ------------------------------------------------------------
+WEEK = 7 * 86400
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [(None, WEEK), ("7d", WEEK), ("36h", 36 * 3600), ("2w", 2 * WEEK)]
+)
+def test_max_age_field(value: Any, seconds: int) -> None:
+    assert opsfields.patch_snapshot_max_age(value) == (seconds, [])
+
+
+@pytest.mark.parametrize("value", [7, "7", "0d", "30m", "7 d", "1y", True, "-1d"])
+def test_bad_max_age_is_a_problem(value: Any) -> None:
+    _default, problems = opsfields.patch_snapshot_max_age(value)
+    assert [p[0] for p in problems] == ["patch_snapshot_max_age"]
+
+
+def test_max_age_from_the_inventory(inv: InventoryCopy) -> None:
+    inv.set_fleet(patch_snapshot_max_age="2d")
+    inv.set_host("hersonissos", patch_snapshot_max_age="12h")
+    fleet = inv.load()
+    assert fleet.get("minoa-pediada").patch_snapshot_max_age == 2 * 86400
+    assert fleet.get("hersonissos").patch_snapshot_max_age == 12 * 3600
+    inv.set_host("hersonissos", patch_snapshot_max_age="forever")
+    with pytest.raises(InventoryError) as caught:
+        inv.load()
+    assert [(p.entry, p.field) for p in caught.value.problems] == [
+        ("hersonissos", "patch_snapshot_max_age")
+    ]
+
+
+def test_only_our_expired_snapshots_are_pruned(harness: Harness) -> None:  # noqa: F811
+    be, m = _vm(harness, SLUGS[0])
+    for name in ("kk-patch-20260101T000000-r1", "kk-patch-20260102T000000-r2"):
+        be.create_snapshot(m.vm_name, name, "x")
+    dom = be.conn.lookupByName(m.vm_name)
+    dom.snapshotCreateXML("<domainsnapshot><name>before-manual-fix</name></domainsnapshot>", 0)
+    now = time.time()
+    assert prune_expired(harness.engine.backend, [m], now) == [], "none is a week old yet"
+    later = now + WEEK + 60
+    planned = prune_expired(harness.engine.backend, [m], later, dry_run=True)
+    assert [(p.snapshot, p.result) for p in planned] == [
+        ("kk-patch-20260101T000000-r1", "expired"),
+        ("kk-patch-20260102T000000-r2", "expired"),
+    ]
+    assert len(be.list_snapshots(m.vm_name)) == 2, "a dry run deletes nothing"
+    done = prune_expired(harness.engine.backend, [m], later, spare="-r2")
+    assert [(p.snapshot, p.result) for p in done] == [("kk-patch-20260101T000000-r1", "deleted")]
+    assert [s.name for s in be.list_snapshots(m.vm_name)] == ["kk-patch-20260102T000000-r2"]
+    assert "before-manual-fix" in dom.snapshotListNames(0), "not ours: never touched"
+
+
+def test_a_patch_run_prunes_expired_snapshots_but_not_its_own(
+    harness: Harness,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slug = SLUGS[0]
+    keep = dataclasses.replace(harness.engine.fleet.get(slug), patch_keep_snapshots=5)
+    assert harness.run([keep], canary=0, run_id=1)[0].result == "patched"
+    [first] = harness.snaps(slug)
+    real = patch.prune_expired
+    monkeypatch.setattr(  # the next run starts eight days later
+        patch, "prune_expired", lambda be, ms, now, **kw: real(be, ms, now + WEEK + 86400, **kw)
+    )
+    harness.guests[slug].pending_list = [PROBE]
+    [o] = harness.run([keep], canary=0, run_id=2)
+    assert o.result == "patched"
+    assert [n.rsplit("-", 1)[-1] for n in harness.snaps(slug)] == ["r2"]
+    assert o.pruned == [f"{first} deleted"]
+    assert "expired snapshots: kk-patch-" in o.summary()
+
+
+def test_snapshots_prune_command(
+    harness: Harness,  # noqa: F811
+    inv: InventoryCopy,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    be, m = _vm(harness, SLUGS[1])
+    be.create_snapshot(m.vm_name, "kk-patch-20260101T000000-r1", "x")
+    monkeypatch.setattr(common.Context, "engine", property(lambda _self: harness.engine))
+    monkeypatch.setattr(common.Context, "fleet", property(lambda _self: harness.engine.fleet))
+    real = snapshots_command.prune_expired
+    monkeypatch.setattr(
+        snapshots_command,
+        "prune_expired",
+        lambda be, ms, now, **kw: real(be, ms, now + WEEK + 60, **kw),
+    )
+
+    def kk(*args: str) -> Any:
+        monkeypatch.setattr(sys, "argv", ["kallikratis", "-i", str(inv.root), *args])
+        main()
+        return json.loads(capsys.readouterr().out)
+
+    dry = kk("snapshots", "prune", "--dry-run", "--json")
+    assert [(s["slug"], s["result"]) for s in dry["snapshots"]] == [(SLUGS[1], "expired")]
+    assert harness.snaps(SLUGS[1]) == ["kk-patch-20260101T000000-r1"]
+    done = kk("snapshots", "prune", SLUGS[1], "--json")
+    assert [s["result"] for s in done["snapshots"]] == ["deleted"]
+    assert harness.snaps(SLUGS[1]) == []
