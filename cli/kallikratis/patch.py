@@ -284,9 +284,13 @@ class PatchRun(Reverts):
             self.progress(m.slug, "snapshot")
             t = time.monotonic()
             name = snapshot_name(self.opt.run_id)
-            be.create_snapshot(
-                m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
-            )
+            try:
+                be.create_snapshot(
+                    m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
+                )
+            except KallikratisError:  # the connection dropped: it may exist all the same
+                if name not in {s.name for s in be.list_snapshots(m.vm_name)}:
+                    raise
             o.snapshot = name
             o.timings["snapshot"] = time.monotonic() - t
         except KallikratisError as exc:

@@ -250,3 +250,22 @@ def test_snapshots_prune_command(
     done = kk("snapshots", "prune", SLUGS[1], "--json")
     assert [s["result"] for s in done["snapshots"]] == ["deleted"]
     assert harness.snaps(SLUGS[1]) == []
+
+
+def test_a_snapshot_made_before_the_connection_dropped_is_used(
+    harness: Harness,  # noqa: F811
+) -> None:
+    """create_snapshot is not retried after a reconnect; if the snapshot was made, the run
+    uses it (a revert then has something to go back to) rather than failing the VM."""
+    slug = SLUGS[0]
+    be, m = _vm(harness, slug)
+    real = be.create_snapshot
+
+    def made_then_lost(domain: str, name: str, description: str) -> Any:
+        real(domain, name, description)
+        raise HypervisorError(f"snapshotting {domain}: End of file while reading data (...)")
+
+    be.create_snapshot = made_then_lost  # type: ignore[method-assign]
+    harness.verify_fail[slug] = "portal: 500"
+    [o] = harness.run([m], canary=0)
+    assert o.result == "failed" and o.reverted and "serving again" in o.reason
