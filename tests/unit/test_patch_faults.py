@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+import libvirt
 import pytest
 from kallikratis import model, opsfields, patch
 from kallikratis.cli import main
@@ -269,3 +270,53 @@ def test_a_snapshot_made_before_the_connection_dropped_is_used(
     harness.verify_fail[slug] = "portal: 500"
     [o] = harness.run([m], canary=0)
     assert o.result == "failed" and o.reverted and "serving again" in o.reason
+
+
+class DaemonRestart:
+    """The backend's connection as libvirtd restarts under it: from *armed* on, the next
+    call fails as a call in flight does (EOF on the socket); the daemon comes back with its
+    state (the reopened connection is the same test-driver node)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.armed, self.failed = real, False, 0
+
+    def close(self) -> None:  # the reconnect closes the dead connection: not the node
+        pass
+
+    def isAlive(self) -> int:  # noqa: N802 - libvirt's name
+        return 0 if self.failed and self.armed else 1
+
+    def __getattr__(self, name: str) -> Any:
+        if self.armed and not self.failed:
+            self.failed += 1
+            raise lv_eof()
+        return getattr(self.real, name)
+
+
+def lv_eof() -> libvirt.libvirtError:
+    err = libvirt.libvirtError("End of file while reading data: Input/output error")
+    err.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, err.args[0], 2, None, None)
+    return err
+
+
+def test_libvirtd_restart_before_the_revert_is_survived(harness: Harness) -> None:  # noqa: F811
+    slug = SLUGS[0]
+    be, m = _vm(harness, slug)
+    real = be.conn
+    restart = DaemonRestart(real)
+    be.conn = restart
+    be._opener = lambda _uri: real  # type: ignore[attr-defined]
+    real_deploy = harness.deploy
+
+    def deploy_fails_and_libvirtd_restarts(ms: list[model.Municipality], check: bool) -> Any:
+        if not check:
+            harness.deploy_fail[slug] = "task Install WordPress: boom"
+            restart.armed = True
+        return real_deploy(ms, check)
+
+    harness.deploy = deploy_fails_and_libvirtd_restarts  # type: ignore[method-assign]
+    [o] = harness.run([m], canary=0)
+    assert restart.failed == 1 and be.reconnects == 1
+    assert o.result == "failed" and o.reverted, o.reason
+    assert "reverted to the snapshot, serving again" in o.reason
+    assert harness.snaps(slug) == [] and harness.guests[slug].flag is False
