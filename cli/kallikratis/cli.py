@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, lifecycle, patch, stack
+from kallikratis.commands import audit, lifecycle, patch, snapshots, stack
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands.common import Context, console_err
 from kallikratis.errors import KallikratisError
@@ -66,6 +66,7 @@ for command in (
     *patch.COMMANDS,
     images_cmd.image,
     *audit.COMMANDS,
+    *snapshots.COMMANDS,
 ):
     main_group.add_command(command)
 

@@ -120,6 +120,8 @@ class Municipality:
     watch_services: tuple[str, ...] = ()
     #: how many pre-patch snapshots the VM keeps
     patch_keep_snapshots: int = 1
+    #: seconds after which a pre-patch snapshot is deleted (patch runs, `snapshots prune`)
+    patch_snapshot_max_age: int = 7 * 86400
     #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     #: who issues the TLS certificate (TLS_MODES)

@@ -87,6 +87,9 @@ def load_municipalities(
                 patch_keep_snapshots=chk.shared(
                     hv, slug, "patch_keep_snapshots", opsfields.patch_keep_snapshots
                 ),
+                patch_snapshot_max_age=chk.shared(
+                    hv, slug, "patch_snapshot_max_age", opsfields.patch_snapshot_max_age
+                ),
                 apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
                 tls=chk.shared(hv, slug, "tls", endpointfields.tls_mode),
                 vars=dict(hv.values),

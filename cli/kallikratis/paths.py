@@ -91,14 +91,14 @@ class FleetState:
         """A municipality's TLS key, vault-encrypted."""
         return self.dir / "pki" / f"{slug}.key.vault"
 
-    @property
-    def ssh_config(self) -> Path:
-        """The ssh_config `verify` hands to testinfra."""
-        return self.dir / "ssh_config"
+    def ssh_config(self, run: str = "") -> Path:
+        """The ssh_config `verify` hands to testinfra; one per run (*run*: its id), so two
+        runs never rewrite each other's."""
+        return self.dir / (f"ssh_config-{run}" if run else "ssh_config")
 
-    @property
-    def verify_spec(self) -> Path:
-        return self.dir / "verify-spec.json"
+    def verify_spec(self, run: str = "") -> Path:
+        """What the suites expect of each municipality; one per run, like the ssh_config."""
+        return self.dir / (f"verify-spec-{run}.json" if run else "verify-spec.json")
 
     def verify_report(self, pid: int) -> Path:
         return self.dir / f"verify-{pid}.xml"

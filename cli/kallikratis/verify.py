@@ -48,7 +48,13 @@ class Check:
     message: str = ""
 
 
-def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
+def control_path(run: str) -> str:
+    """Where a run's SSH control masters live: per run, so a run closes only the masters it
+    opened (:func:`close_masters`), never those of a run on other municipalities."""
+    return f"/tmp/.kk-verify-{run}-%C" if run else "/tmp/.kk-verify-%C"
+
+
+def write_ssh_config(fleet: model.Fleet, state_dir: Path, run: str = "") -> Path:
     keys = KeyStore(state_dir, fleet.name)
     lines = []
     for m in fleet.municipalities:
@@ -61,11 +67,11 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             "  BatchMode yes",
             "  ConnectTimeout 10",
             "  ControlMaster auto",
-            "  ControlPath /tmp/.kk-verify-%C",
+            f"  ControlPath {control_path(run)}",
             "  ControlPersist 120",
             "",
         ]
-    path = keys.paths.ssh_config
+    path = keys.paths.ssh_config(run)
     atomic_write(path, "\n".join(lines), 0o600)
     return path
 
@@ -76,6 +82,7 @@ def write_spec(
     state_dir: Path,
     *,
     maintenance: bool = False,
+    run: str = "",
 ) -> Path:
     """What the suites expect of each municipality; no secret ever goes into this file."""
     spec = {
@@ -100,7 +107,7 @@ def write_spec(
         }
         for m in selection
     }
-    path = StateDir(state_dir).fleet(fleet.name).verify_spec
+    path = StateDir(state_dir).fleet(fleet.name).verify_spec(run)
     atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2), 0o644)
     return path
 
@@ -147,8 +154,9 @@ def run(
     called (slug, phase) as each municipality's checks start and when they are done."""
     keys = KeyStore(state_dir, fleet.name)
     tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
-    ssh_config = write_ssh_config(fleet, state_dir)
-    spec = write_spec(fleet, selection, state_dir, maintenance=maintenance)
+    run_id = str(os.getpid())  # per-run files and masters: concurrent runs stay apart
+    ssh_config = write_ssh_config(fleet, state_dir, run_id)
+    spec = write_spec(fleet, selection, state_dir, maintenance=maintenance, run=run_id)
     junit = keys.paths.verify_report(os.getpid())
     hosts = ",".join(f"ssh://{m.slug}" for m in selection)
     argv = [
@@ -175,6 +183,8 @@ def run(
         done = verifyprogress.run_pytest(argv, env, SUITES, [m.slug for m in selection], progress)
     finally:
         close_masters(ssh_config, selection)
+        ssh_config.unlink(missing_ok=True)
+        spec.unlink(missing_ok=True)
     took = time.monotonic() - start
     if not junit.exists():
         output = _redact(done.stdout + done.stderr, tokens.values())
@@ -189,7 +199,8 @@ def run(
 
 def close_masters(ssh_config: Path, selection: list[model.Municipality]) -> None:
     """End the run's SSH control masters: a VM rebooted or reverted after this run must not
-    be reached through a connection to its previous life."""
+    be reached through a connection to its previous life. *ssh_config* is the run's own
+    (its ControlPath is per run), so another run's masters are never closed."""
     for m in selection:
         subprocess.run(
             ["ssh", "-F", str(ssh_config), "-O", "exit", m.slug],

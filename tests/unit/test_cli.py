@@ -31,6 +31,7 @@ COMMANDS = [
     "patch",
     "history",
     "schedule",
+    "snapshots",
 ]
 
 

@@ -61,7 +61,7 @@ def test_the_option_sets_are_what_they_always_were(
         "BatchMode yes",
         "ConnectTimeout 10",
         "ControlMaster auto",
-        "ControlPath /tmp/.kk-verify-%C",
+        f"ControlPath {verify.control_path('')}",
         "ControlPersist 120",
     }
 
