@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, lifecycle, patch, stack
+from kallikratis.commands import audit, lifecycle, patch, snapshots, stack
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands import keys as keys_cmd
 from kallikratis.commands.common import Context, console_err
@@ -68,6 +68,7 @@ for command in (
     images_cmd.image,
     *audit.COMMANDS,
     *keys_cmd.COMMANDS,
+    *snapshots.COMMANDS,
 ):
     main_group.add_command(command)
 

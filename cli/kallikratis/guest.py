@@ -20,6 +20,11 @@ MAINTENANCE_FLAG = VM_MAINTENANCE_FLAG
 APT_ENV = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a APT_LISTCHANGES_FRONTEND=none"
 DPKG_OPTS = "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 # "Inst pkg [old] (new Origin:Suite/label [arch])" from apt-get --simulate
+#: the longest any one guest command may take (seconds), by kind; a patch run's stop budget
+#: (:mod:`kallikratis.patchbudget`) is computed from these
+COMMAND_TIMEOUT = 300.0
+UPGRADE_TIMEOUT = 1800.0
+REBOOT_TIMEOUT = 600.0
 _INST = re.compile(r"^Inst (\S+) (?:\[([^\]]*)\] )?\((\S+) ([^\[\)]*)")
 
 
@@ -70,7 +75,7 @@ class Guest:
     def __init__(self, target: SshTarget) -> None:
         self.target = target
 
-    def run(self, script: str, timeout: float = 300.0, check: bool = True) -> str:
+    def run(self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
         argv = self.target.argv([f"sudo -n sh -euc {shlex.quote(script)}"])
         argv.insert(1, "-o")
         argv.insert(2, "ConnectTimeout=15")
@@ -128,7 +133,7 @@ class Guest:
         else:
             step = f"apt-get dist-upgrade -y -q {DPKG_OPTS}"
         script = f"export {APT_ENV}; dpkg --configure -a; {step} 2>&1"
-        return self.run(script, timeout=1800)
+        return self.run(script, timeout=UPGRADE_TIMEOUT)
 
     def installed(self, packages: list[str]) -> dict[str, str]:
         if not packages:
@@ -140,7 +145,7 @@ class Guest:
     def set_clock(self, epoch: float) -> None:
         self.run(f"date -u -s @{int(epoch)} >/dev/null")
 
-    def reboot(self, timeout: float = 600.0) -> float:
+    def reboot(self, timeout: float = REBOOT_TIMEOUT) -> float:
         """Reboot and wait until SSH answers from the new boot; the seconds it took."""
         start = time.monotonic()
         before = self.boot_id()

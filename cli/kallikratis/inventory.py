@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import fleetfields, model
+from kallikratis import endpointfields, fleetfields, model
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
@@ -44,6 +44,8 @@ def load(path: str | Path) -> model.Fleet:
     )
     pool = chk.fleetwide(gvars, gvars.get("fleet_storage_pool"), fleetfields.storage_pool)
     admin_keys = chk.fleetwide(gvars, gvars.get("admin_ssh_keys"), fleetfields.admin_ssh_keys)
+    admin_allow = chk.fleetwide(gvars, gvars.get("admin_allow"), endpointfields.admin_allow)
+    acme = _tls(chk, raw, gvars, fleet_domain, municipalities)
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
@@ -61,7 +63,26 @@ def load(path: str | Path) -> model.Fleet:
         profiles=profiles,
         hypervisors=hypervisors,
         municipalities=municipalities,
+        admin_allow=admin_allow,
+        acme=acme,
     )
+
+
+def _tls(
+    chk: Checker,
+    raw: RawInventory,
+    gvars: Vars,
+    fleet_domain: str,
+    municipalities: tuple[model.Municipality, ...],
+) -> model.Acme | None:
+    """Each municipality's issuer fits its domain; the ACME account when one needs it."""
+    for m in municipalities:
+        if problem := endpointfields.tls_domain_problem(m.tls, m.domain, fleet_domain):
+            chk.add(raw.vars_for_host(m.slug), m.slug, "domain", problem)
+    needed = any(m.tls == "acme" for m in municipalities)
+    values = {k: gvars.get(k) for k in endpointfields.ACME_KEYS}
+    inventory = raw.hosts_file.parent
+    return chk.fleetwide(gvars, values, lambda v: endpointfields.acme(v, needed, inventory))
 
 
 def _fleet_name(chk: Checker, gvars: Vars) -> str:

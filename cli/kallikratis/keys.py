@@ -6,10 +6,13 @@ pinned before first contact. Private material is never logged or printed.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
 import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +62,16 @@ def public_of(private_key: Path) -> str:
     return f"{public.decode()} kallikratis-automation"
 
 
+def atomic_write_dirs(directory: Path) -> None:
+    """Create *directory* and its missing parents, each 0700 (not the umask's 0755)."""
+    missing = [p for p in (directory, *directory.parents) if not p.exists()]
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Write via a temp file and rename: a killed process never leaves half a file."""
-    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
-    for directory in reversed(missing):  # every directory we create is 0700, not the umask's
-        directory.mkdir(mode=0o700, exist_ok=True)
+    atomic_write_dirs(path.parent)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -181,11 +189,44 @@ class KeyStore:
     def forget_host_key(self, slug: str) -> None:
         self._host_key_file(slug).unlink(missing_ok=True)
 
-    def write_known_hosts(self, entries: dict[str, str]) -> None:
-        """entries: address -> public host key. Rewrites the fleet's known_hosts atomically."""
-        lines = []
-        for addr, pub in sorted(entries.items()):
-            keytype, blob = pub.split()[:2]
-            lines.append(f"{addr} {keytype} {blob}\n")
+    def write_known_hosts(self, mine: Mapping[str, tuple[str, str | None]]) -> None:
+        """Set this run's entries in the fleet's known_hosts, keeping everyone else's.
+
+        *mine*: slug -> (address, public host key, or None when the municipality has no key
+        any more). Two runs on different municipalities may write at the same time: under
+        an flock, the file on disk is read, this run's municipalities replaced, and the
+        result renamed into place. A line names its municipality (known_hosts' comment
+        field); another run's line stays while that municipality's host key exists, and
+        loses only an address this run now claims.
+        """
+        claimed = {addr for addr, pub in mine.values() if pub}
         self.secure()
-        atomic_write(self.known_hosts, "".join(lines))
+        with locked(self.dir / ".known_hosts.lock"):
+            kept = []
+            text = self.known_hosts.read_text() if self.known_hosts.exists() else ""
+            for line in text.splitlines():
+                fields = line.split()
+                if len(fields) < 3 or fields[0] in claimed:
+                    continue
+                slug = fields[3] if len(fields) > 3 else ""
+                if slug in mine or (slug and not self._host_key_file(slug).exists()):
+                    continue
+                kept.append(line + "\n")
+            for slug, (addr, pub) in sorted(mine.items()):
+                if pub:
+                    keytype, blob = pub.split()[:2]
+                    kept.append(f"{addr} {keytype} {blob} {slug}\n")
+            atomic_write(self.known_hosts, "".join(sorted(kept)))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on *path* (waiting for it); the kernel drops it if we die."""
+    if not path.parent.exists():
+        atomic_write_dirs(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the only descriptor drops the lock

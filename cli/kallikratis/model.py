@@ -18,6 +18,9 @@ MODULES = ("portal", "opendata", "education")
 LANGUAGES = ("el", "en")
 DOMAIN_TYPES = ("kvm", "qemu")
 NETWORK_MODES = ("nat", "route", "isolated", "bridge")
+#: who issues a municipality's TLS certificate: the fleet CA on the controller (default), or an
+#: ACME server through certbot on the VM
+TLS_MODES = ("fleet-ca", "acme")
 #: how a municipality's VM is fenced off from its neighbours on the shared network: an isolated
 #: bridge port (no frame from one tenant reaches another) and libvirt's clean-traffic nwfilter
 #: bound to the VM's own IP and MAC (no IP, MAC or ARP spoofing). Part of the VM spec, so that
@@ -78,6 +81,18 @@ class StoragePool:
 
 
 @dataclass(frozen=True)
+class Acme:
+    """The fleet's ACME account (for municipalities with tls: acme)."""
+
+    directory: str
+    email: str
+    #: controller path of a PEM bundle the VMs trust for the ACME server's HTTPS ("" = system)
+    ca_bundle: str = ""
+    #: controller path of the PEM roots the issued certificates chain to ("" = system)
+    roots: str = ""
+
+
+@dataclass(frozen=True)
 class Hypervisor:
     name: str
     uri: str
@@ -105,8 +120,12 @@ class Municipality:
     watch_services: tuple[str, ...] = ()
     #: how many pre-patch snapshots the VM keeps
     patch_keep_snapshots: int = 1
+    #: seconds after which a pre-patch snapshot is deleted (patch runs, `snapshots prune`)
+    patch_snapshot_max_age: int = 7 * 86400
     #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    #: who issues the TLS certificate (TLS_MODES)
+    tls: str = "fleet-ca"
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -133,6 +152,9 @@ class Fleet:
     profiles: Mapping[str, Profile]
     hypervisors: Mapping[str, Hypervisor]
     municipalities: tuple[Municipality, ...]
+    #: networks (CIDR) allowed on the admin paths (WordPress, Kolibri); default: everyone
+    admin_allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
+    acme: Acme | None = None
 
     @property
     def management_sources(self) -> tuple[ipaddress.IPv4Network, ...]:
@@ -142,6 +164,10 @@ class Fleet:
         subnet, so that one municipality's VM cannot reach another's management ports.
         """
         return (ipaddress.IPv4Network(f"{self.network.controller}/32"),)
+
+    def admin_allows(self, address: ipaddress.IPv4Address) -> bool:
+        """True when *address* may reach the admin paths (admin_allow)."""
+        return any(address in ipaddress.ip_network(n) for n in self.admin_allow)
 
     def get(self, slug: str) -> Municipality:
         for m in self.municipalities:

@@ -11,7 +11,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from kallikratis import model, opsfields, schedule
+from kallikratis import endpointfields, model, opsfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.varsfiles import RawInventory, Vars
 
@@ -87,7 +87,11 @@ def load_municipalities(
                 patch_keep_snapshots=chk.shared(
                     hv, slug, "patch_keep_snapshots", opsfields.patch_keep_snapshots
                 ),
+                patch_snapshot_max_age=chk.shared(
+                    hv, slug, "patch_snapshot_max_age", opsfields.patch_snapshot_max_age
+                ),
                 apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
+                tls=chk.shared(hv, slug, "tls", endpointfields.tls_mode),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )

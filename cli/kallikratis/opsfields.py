@@ -1,4 +1,5 @@
-"""Inventory fields for operating the fleet: watched services, snapshots kept, apt sources.
+"""Inventory fields for operating the fleet: watched services, snapshots kept (how many, how
+long), apt sources.
 
 Pure parsing: each function takes the raw value and returns the model value plus a list of
 (field, message) problems; :mod:`kallikratis.inventory` adds file and entry.
@@ -44,6 +45,25 @@ def patch_keep_snapshots(value: Any) -> tuple[int, Problems]:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         return 1, [("patch_keep_snapshots", f"must be a positive integer, got {value!r}")]
     return value, []
+
+
+AGE_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
+AGE_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+DEFAULT_SNAPSHOT_MAX_AGE = 7 * 86400
+
+
+def patch_snapshot_max_age(value: Any) -> tuple[int, Problems]:
+    """How old a pre-patch snapshot may get before it is deleted, as ``"7d"``, ``"36h"`` or
+    ``"2w"`` (seconds in the model). Memory snapshots hold personal data (sessions, form
+    contents in RAM): they are not kept for ever. Hours at least: a patch run itself may take
+    hours, and its own snapshots are never pruned while it runs."""
+    if value is None:
+        return DEFAULT_SNAPSHOT_MAX_AGE, []
+    match = AGE_RE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        why = f"must be a duration like '7d', '36h' or '2w' (hours at least), got {value!r}"
+        return DEFAULT_SNAPSHOT_MAX_AGE, [("patch_snapshot_max_age", why)]
+    return int(match.group(1)) * AGE_UNITS[match.group(2)], []
 
 
 def apt_sources(value: Any) -> tuple[tuple[dict[str, Any], ...], Problems]:

@@ -25,7 +25,10 @@ from kallikratis import model, schedule
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest, Upgrade
 from kallikratis.hypervisor import SNAPSHOT_PREFIX, BackendFactory
+from kallikratis.patchrevert import Reverts
+from kallikratis.patchroom import Room
 from kallikratis.patchwaves import allowed_failures, waves
+from kallikratis.snapshotage import prune_expired
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, str], None]
@@ -45,6 +48,8 @@ class Outcome:
     upgrades: list[Upgrade] = field(default_factory=list)
     stack_changes: int | None = None  # tasks a deploy would change (None: not checked)
     was_in_maintenance: bool = False
+    refused: bool = False  # no room for its snapshot: failed, but does not stop the run
+    pruned: list[str] = field(default_factory=list)  # expired snapshots deleted (or not)
     snapshot: str = ""
     rebooted: bool = False
     reverted: bool = False
@@ -62,6 +67,8 @@ class Outcome:
             parts.append(f"stack: {self.stack_changes} task(s) changed")
         if self.rebooted:
             parts.append("rebooted")
+        if self.pruned:
+            parts.append(f"expired snapshots: {', '.join(self.pruned)}")
         if self.reason:
             parts.append(self.reason)
         return "; ".join(parts)
@@ -93,7 +100,7 @@ def snapshot_name(run_id: int, when: float | None = None) -> str:
     return f"{SNAPSHOT_PREFIX}{stamp}-r{run_id}"
 
 
-class PatchRun:
+class PatchRun(Reverts):
     def __init__(
         self,
         backend: BackendFactory,
@@ -116,9 +123,11 @@ class PatchRun:
         self.limit = allowed_failures(options.max_fail, len(self.selection))
         self.waves = waves([m.slug for m in self.selection], options.canary, options.batch)
         self._wave_start = 0.0
+        self.room = Room(backend)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> list[Outcome]:
+        self._prune_expired()
         failures = 0
         for number, wave in enumerate(self.waves, 1):
             if failures > self.limit:
@@ -130,17 +139,29 @@ class PatchRun:
             for m in members:
                 self.outcomes[m.slug].wave = number
             self._wave(members)
-            failures = sum(o.result == "failed" for o in self.outcomes.values())
+            failures = sum(o.result == "failed" and not o.refused for o in self.outcomes.values())
+        self._prune_expired()
         return [self.outcomes[m.slug] for m in self.selection]
+
+    def _prune_expired(self) -> None:
+        """Snapshots past patch_snapshot_max_age go, at the start and at the end of a run
+        (never this run's own); a dry run only changes nothing."""
+        if self.opt.dry_run:
+            return
+        spare = f"-r{self.opt.run_id}"
+        for p in prune_expired(self.backend, self.selection, time.time(), spare=spare):
+            self.outcomes[p.slug].pruned.append(f"{p.snapshot or '(listing)'} {p.result}")
 
     def _wave(self, members: list[model.Municipality]) -> None:
         self._wave_start = time.monotonic()
+        self.room.reset()
         members = self._in_window(members)
         members = self._inspect(members)
         if self.opt.dry_run:
             for m in members:
                 self._finish(m.slug, "planned")
             return
+        members = [m for m in members if self._room_for_snapshot(m)]
         try:  # from the first change on: an interrupt (SIGTERM) reverts what has a snapshot
             active = self._parallel(members, self._prepare)
             active = self._deploy(active)
@@ -149,13 +170,22 @@ class PatchRun:
             self._parallel(active, self._complete)
         finally:
             # failed ones, and any left unfinished by an exception (KeyboardInterrupt, SIGTERM)
-            pending = [m for m in self._unfinished(members) if self.outcomes[m.slug].snapshot]
-            self._parallel(pending, self._revert)
-            self._confirm([m for m in pending if self.outcomes[m.slug].reverted])
+            self._undo([m for m in self._unfinished(members) if self.outcomes[m.slug].snapshot])
         for m in members:
             o = self.outcomes[m.slug]
             if o.result == "pending":  # no snapshot was taken: nothing to undo
                 self._finish(m.slug, "failed", o.reason or "interrupted")
+
+    def _room_for_snapshot(self, m: model.Municipality) -> bool:
+        """Refuse (untouched) a VM whose pool has no room for its snapshot (patchroom)."""
+        try:
+            why = self.room.claim(m)
+        except KallikratisError as exc:
+            why = f"checking room for the snapshot: {exc.message}"
+        if why:
+            self.outcomes[m.slug].refused = True
+            self._finish(m.slug, "failed", why)
+        return not why
 
     def _unfinished(self, members: list[model.Municipality]) -> list[model.Municipality]:
         return [m for m in members if self.outcomes[m.slug].result == "pending"]
@@ -254,9 +284,13 @@ class PatchRun:
             self.progress(m.slug, "snapshot")
             t = time.monotonic()
             name = snapshot_name(self.opt.run_id)
-            be.create_snapshot(
-                m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
-            )
+            try:
+                be.create_snapshot(
+                    m.vm_name, name, f"kallikratis patch run {self.opt.run_id}: before patching"
+                )
+            except KallikratisError:  # the connection dropped: it may exist all the same
+                if name not in {s.name for s in be.list_snapshots(m.vm_name)}:
+                    raise
             o.snapshot = name
             o.timings["snapshot"] = time.monotonic() - t
         except KallikratisError as exc:
@@ -347,45 +381,3 @@ class PatchRun:
             o.reason = f"pruning snapshots: {exc.message}"
         self._finish(m.slug, "patched")
         return True
-
-    def _revert(self, m: model.Municipality) -> bool:
-        o = self.outcomes[m.slug]
-        self.progress(m.slug, "reverting")
-        be = self.backend(m.hypervisor)
-        t = time.monotonic()
-        try:
-            be.revert_snapshot(m.vm_name, o.snapshot)
-        except KallikratisError as exc:
-            o.reason = f"{o.reason or 'interrupted'}; REVERT FAILED ({exc.message}); "
-            o.reason += f"snapshot {o.snapshot} kept for manual recovery"
-            self._finish(m.slug, "failed")
-            return False
-        o.timings["revert"] = time.monotonic() - t
-        o.reverted = True
-        guest = self.steps.guest(m)
-        if not be.sync_guest_clock(m.vm_name):
-            try:
-                guest.set_clock(time.time())
-            except KallikratisError as exc:
-                log.warning("%s: setting the clock after revert: %s", m.slug, exc.message)
-        try:
-            guest.maintenance(False)
-            be.delete_snapshot(m.vm_name, o.snapshot)
-        except KallikratisError as exc:
-            o.reason = f"{o.reason}; after revert: {exc.message}"
-        return True
-
-    def _confirm(self, members: list[model.Municipality]) -> None:
-        """After a revert: does the municipality serve again? Either way it failed."""
-        if not members:
-            return
-        for m in members:
-            self.progress(m.slug, "confirming revert")
-        result = self.steps.verify(members, False)
-        for m in members:
-            ok, why = result.get(m.slug, (False, "no result"))
-            o = self.outcomes[m.slug]
-            o.reason = f"{o.reason or 'interrupted'}; reverted to the snapshot, " + (
-                "serving again" if ok else f"but NOT serving: {why}"
-            )
-            self._finish(m.slug, "failed")

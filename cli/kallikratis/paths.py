@@ -34,9 +34,9 @@ def image_cache_dir() -> Path:
 #: the longest ``sun_path`` of a unix socket (108 bytes with its NUL on Linux)
 SOCKET_PATH_MAX = 107
 #: what follows the socket directory in the longest socket path of each user, with OpenSSH's
-#: temporary ``.XXXXXXXXXXXXXXXX`` while it creates a master: verify's ``/v-%C`` (40 hex),
+#: temporary ``.XXXXXXXXXXXXXXXX`` while it creates a master: verify's ``/v<run>-%C`` (40 hex),
 #: Ansible's ``/`` + a 10-character hash, mitogen's ``/mitogen_unix_XXXXXXXX.sock``
-VERIFY_SOCKET_TAIL = 3 + 40 + 17
+VERIFY_SOCKET_TAIL = 2 + 7 + 1 + 40 + 17  # /v<run, a pid>-%C
 ANSIBLE_SOCKET_TAIL = 1 + 10 + 17
 MITOGEN_SOCKET_TAIL = 1 + 26
 
@@ -133,11 +133,11 @@ class StateDir:
         socket's 108 bytes (then the caller does without: no multiplexing beats /tmp)."""
         return self.sockets if len(str(self.sockets)) + tail <= SOCKET_PATH_MAX else None
 
-    @property
-    def verify_control_path(self) -> str | None:
-        """verify's ssh ControlPath: OpenSSH's %C is a 40-hex hash, so the length is fixed."""
+    def verify_control_path(self, run: str = "") -> str | None:
+        """verify's ssh ControlPath of one run: OpenSSH's %C is a 40-hex hash, so the length
+        is bounded; None when it would not fit a unix socket."""
         cp = self.socket_dir(VERIFY_SOCKET_TAIL)
-        return str(cp / "v-%C") if cp else None
+        return str(cp / f"v{run}-%C") if cp else None
 
     def secure(self) -> StateDir:
         """Create or tighten the state directory: every directory 0700, every file 0600.
@@ -198,14 +198,14 @@ class FleetState:
         """A municipality's TLS key, vault-encrypted."""
         return self.dir / "pki" / f"{slug}.key.vault"
 
-    @property
-    def ssh_config(self) -> Path:
-        """The ssh_config `verify` hands to testinfra."""
-        return self.dir / "ssh_config"
+    def ssh_config(self, run: str = "") -> Path:
+        """The ssh_config `verify` hands to testinfra; one per run (*run*: its id), so two
+        runs never rewrite each other's."""
+        return self.dir / (f"ssh_config-{run}" if run else "ssh_config")
 
-    @property
-    def verify_spec(self) -> Path:
-        return self.dir / "verify-spec.json"
+    def verify_spec(self, run: str = "") -> Path:
+        """What the suites expect of each municipality; one per run, like the ssh_config."""
+        return self.dir / (f"verify-spec-{run}.json" if run else "verify-spec.json")
 
     def verify_report(self, pid: int) -> Path:
         return self.dir / f"verify-{pid}.xml"

@@ -212,11 +212,11 @@ class Engine:
             return [f.result() for f in futures]
 
     def write_known_hosts(self) -> None:
+        """This inventory's municipalities in the fleet's known_hosts (others' runs kept)."""
         entries = {}
         for m in self.fleet.municipalities:
             pair = self.keys.host_key(m.slug, create=False)
-            if pair:
-                entries[str(m.ip)] = pair.public_openssh
+            entries[m.slug] = (str(m.ip), pair.public_openssh if pair else None)
         self.keys.write_known_hosts(entries)
 
     def _up_one(

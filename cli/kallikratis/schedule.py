@@ -8,6 +8,7 @@ Sunday 23:00 to Monday 02:00.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from kallikratis import patchbudget
 from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.hypervisor.reconnect import RECONNECT_ENV, reconnect_seconds
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 UNIT_DIR = Path("/etc/systemd/system")
@@ -179,7 +182,10 @@ def patch_units(
     """The service (one unattended ``patch --all --scheduled`` run) and its timer."""
     unit = unit_name(name)
     argv = [*(command or executable()), "-i", str(inventory), "patch", "--all", "--scheduled"]
-    env = {"KALLIKRATIS_STATE_DIR": str(state_dir), **(environment or {})}
+    env = {"KALLIKRATIS_STATE_DIR": str(state_dir)}
+    if RECONNECT_ENV in os.environ:  # the bound the stop budget was computed with
+        env[RECONNECT_ENV] = str(reconnect_seconds())
+    env.update(environment or {})
     if any("\n" in a for a in [*argv, *env.values()]):
         raise UsageError("paths with a newline cannot go into a systemd unit")
     service_unit = [
@@ -193,6 +199,12 @@ def patch_units(
         *(("Environment", _env(f"{k}={v}")) for k, v in env.items()),
         ("Environment", "PYTHONUNBUFFERED=1"),
         ("TimeoutStartSec", f"{timeout_hours}h"),
+        # stopping (systemctl stop, or TimeoutStartSec reached) sends SIGTERM to the CLI
+        # alone (mixed): its handler reverts the VMs it changed, over SSH and libvirt, which
+        # must not be killed under it; SIGKILL for all only after the revert budget
+        ("KillMode", "mixed"),
+        ("KillSignal", "SIGTERM"),
+        ("TimeoutStopSec", f"{patchbudget.stop_seconds(reconnect_seconds())}s"),
         *HARDENING,
     ]
     timer = [

@@ -14,9 +14,15 @@ from kallikratis.secrets import ensure_secrets
 def prepare_stack(
     fleet: model.Fleet, keys: KeyStore, state_dir: Path, selection: Iterable[model.Municipality]
 ) -> None:
-    """The automation key, and each municipality's secrets and TLS certificate."""
+    """The automation key, and each municipality's secrets and TLS certificate.
+
+    A municipality with tls: acme gets its certificate on the VM (certbot); the fleet CA is
+    made (or given its name constraints) all the same: verify and the other VMs rely on it.
+    """
     keys.ensure_client_key()
     ca = FleetCA(state_dir, fleet)
+    ca.ensure_ca()
     for m in selection:
         ensure_secrets(fleet, m, keys)
-        ca.ensure_cert(m)
+        if m.tls == "fleet-ca":
+            ca.ensure_cert(m)

@@ -48,8 +48,18 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_nginx_snippet_dir": VM_NGINX_SNIPPET_DIR,
         "kallikratis_maintenance_flag": VM_MAINTENANCE_FLAG,
         "kallikratis_wheelhouse": VM_WHEELHOUSE,
+        "kallikratis_admin_allow": list(fleet.admin_allow),
+        "kallikratis_tls": m.tls,
+        "kallikratis_acme": acme_vars(fleet.acme) if m.tls == "acme" else {},
         "kallikratis_apt_sources": [
             {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}
             for src in m.apt_sources
         ],
     }
+
+
+def acme_vars(acme: model.Acme | None) -> dict[str, str]:
+    """The ACME account for certbot on the VM (the CA bundle as a controller path)."""
+    if acme is None:
+        return {}
+    return {"directory": acme.directory, "email": acme.email, "ca_bundle_file": acme.ca_bundle}

@@ -48,16 +48,22 @@ class Check:
     message: str = ""
 
 
-def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
+def control_path(state_dir: Path, run: str) -> str | None:
+    """Where a run's SSH control masters live: in the state directory's 0700 cp/ (never /tmp,
+    where another local user could plant one), per run, so a run closes only the masters it
+    opened (:func:`close_masters`). None: the state path is too long for a socket."""
+    return StateDir(state_dir).verify_control_path(run)
+
+
+def write_ssh_config(fleet: model.Fleet, state_dir: Path, run: str = "") -> Path:
     keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     keys.secure()
-    control_path = keys.state.verify_control_path
-    if control_path is None:
+    path_pattern = control_path(state_dir, run)
+    if path_pattern is None:
         log.warning("state directory %s: path too long for SSH control sockets", state_dir)
-    # sockets in the 0700 state directory only (never /tmp, where another user could plant one)
     mux = (
-        ["  ControlMaster auto", f"  ControlPath {control_path}", "  ControlPersist 120"]
-        if control_path
+        ["  ControlMaster auto", f"  ControlPath {path_pattern}", "  ControlPersist 120"]
+        if path_pattern
         else ["  ControlMaster no", "  ControlPath none"]
     )
     lines = []
@@ -78,7 +84,7 @@ def write_ssh_config(fleet: model.Fleet, state_dir: Path) -> Path:
             *mux,
             "",
         ]
-    path = keys.paths.ssh_config
+    path = keys.paths.ssh_config(run)
     atomic_write(path, "\n".join(lines), 0o600)
     return path
 
@@ -89,6 +95,7 @@ def write_spec(
     state_dir: Path,
     *,
     maintenance: bool = False,
+    run: str = "",
 ) -> Path:
     """What the suites expect of each municipality; no secret ever goes into this file."""
     spec = {
@@ -99,7 +106,10 @@ def write_spec(
             "ip": str(m.ip),
             "modules": list(m.modules),
             "all_modules": list(model.MODULES),
-            "ca_file": str(StateDir(state_dir).fleet(fleet.name).ca_cert),
+            "ca_file": _trust_anchor(fleet, m, state_dir),
+            "tls": m.tls,
+            # verify's requests come from the controller: are the admin paths open to it?
+            "admin_allowed": fleet.admin_allows(fleet.network.controller),
             "mgmt_sources": [str(n) for n in fleet.management_sources],
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
@@ -110,9 +120,16 @@ def write_spec(
         }
         for m in selection
     }
-    path = StateDir(state_dir).fleet(fleet.name).verify_spec
+    path = StateDir(state_dir).fleet(fleet.name).verify_spec(run)
     atomic_write(path, json.dumps(spec, ensure_ascii=False, indent=2))
     return path
+
+
+def _trust_anchor(fleet: model.Fleet, m: model.Municipality, state_dir: Path) -> str:
+    """The CA file the checks trust for the municipality ("": the system's trust store)."""
+    if m.tls == "acme":
+        return fleet.acme.roots if fleet.acme else ""
+    return str(StateDir(state_dir).fleet(fleet.name).ca_cert)
 
 
 def bypass_tokens(
@@ -150,8 +167,9 @@ def run(
     called (slug, phase) as each municipality's checks start and when they are done."""
     keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     tokens, missing = bypass_tokens(fleet, selection, keys, required=maintenance)
-    ssh_config = write_ssh_config(fleet, state_dir)
-    spec = write_spec(fleet, selection, state_dir, maintenance=maintenance)
+    run_id = str(os.getpid())  # per-run files and masters: concurrent runs stay apart
+    ssh_config = write_ssh_config(fleet, state_dir, run_id)
+    spec = write_spec(fleet, selection, state_dir, maintenance=maintenance, run=run_id)
     junit = keys.paths.verify_report(os.getpid())
     hosts = ",".join(f"ssh://{m.slug}" for m in selection)
     argv = [
@@ -178,6 +196,8 @@ def run(
         done = verifyprogress.run_pytest(argv, env, SUITES, [m.slug for m in selection], progress)
     finally:
         close_masters(ssh_config, selection)
+        ssh_config.unlink(missing_ok=True)
+        spec.unlink(missing_ok=True)
     took = time.monotonic() - start
     if not junit.exists():
         output = _redact(done.stdout + done.stderr, tokens.values())
@@ -192,7 +212,8 @@ def run(
 
 def close_masters(ssh_config: Path, selection: list[model.Municipality]) -> None:
     """End the run's SSH control masters: a VM rebooted or reverted after this run must not
-    be reached through a connection to its previous life."""
+    be reached through a connection to its previous life. *ssh_config* is the run's own
+    (its ControlPath is per run), so another run's masters are never closed."""
     for m in selection:
         subprocess.run(
             ["ssh", "-F", str(ssh_config), "-O", "exit", m.slug],

@@ -275,13 +275,52 @@ def dhcp_hosts(conn: libvirt.virConnect) -> set[str]:
     return {h.get("name", "") for h in ET.fromstring(xml).iterfind("./ip/dhcp/host")}
 
 
+class LiveConnection:
+    """The session's libvirt connection, opened again when libvirtd restarted under it (a
+    test restarts the daemon in the middle of a patch run)."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._conn = libvirt.open(uri)
+
+    def __getattr__(self, name: str) -> Any:
+        alive = False
+        with contextlib.suppress(libvirt.libvirtError):
+            alive = bool(self._conn.isAlive())
+        if not alive:
+            self._conn = libvirt.open(self.uri)
+        return getattr(self._conn, name)
+
+
 def _require_lab() -> libvirt.virConnect:
     if not os.environ.get("LAB_NS"):
         pytest.fail("end-to-end tests run inside the lab: use `scripts/lab test`", pytrace=False)
     try:
-        return libvirt.open(URI)
+        return LiveConnection(URI)  # type: ignore[return-value]  # a virConnect by proxy
     except libvirt.libvirtError as exc:
         pytest.fail(f"no libvirtd at {URI} ({exc}); use `scripts/lab test`", pytrace=False)
+
+
+def restart_libvirtd() -> int:
+    """Stop the lab's libvirtd (SIGTERM, as systemd would) and start it again the way
+    `scripts/lab start` does; the VMs' QEMU processes go on meanwhile. Returns the new pid."""
+    pidfile = Path("/run/libvirtd.pid")
+    old = int(pidfile.read_text().strip())
+    os.kill(old, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError(f"libvirtd {old} did not stop within 60 s")
+    time.sleep(3)  # down for a moment: calls in flight fail, new ones are refused
+    subprocess.run([str(ROOT / "scripts" / "lab"), "start"], check=True, timeout=120)
+    new = int(pidfile.read_text().strip())
+    assert new != old
+    return new
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ service that `watch_services` makes `verify` check. In this order:
      verify green, the journal has the versions;
   5. 1.2 with --canary 1: the canary fails its checks, is reverted and serves 1.1, the run
      stops, the other is untouched; a post written before survives; the maintenance page was
-     served during the patch; a second patch run meanwhile is refused by the lock.
+     served during the patch; a second patch run meanwhile is refused by the lock;
+  6. libvirtd restarted while 1.2 fails its checks on the other VM: the revert still happens.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 import libvirt
 import pytest
 
-from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet
+from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet, restart_libvirtd
 from tests.helpers.aptrepo import AptRepo
 
 pytestmark = pytest.mark.e2e
@@ -283,3 +284,28 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
     assert (503, True) in watcher.seen, f"no maintenance page seen: {watcher.seen[:20]}"
     assert _post_titles(lab, CANARY, title) == [title], "the post is gone after the revert"
     assert lab.get(CANARY)[0] == 200
+
+
+def test_a_libvirtd_restart_mid_run_does_not_stop_the_revert(lab: Lab) -> None:
+    """1.2 (published by the canary test) fails OTHER's checks; libvirtd is restarted while
+    they run, so the revert that follows finds the run's connection dead: the backend opens a
+    new one and the VM is reverted as if nothing had happened."""
+    assert lab.probe_version(OTHER) == "1.1"
+    run = lab.fleet.popen("patch", OTHER, "--canary", "0", "--json")
+    try:
+        seen = run.wait_for(f"{OTHER}: verifying", timeout=900)
+        if seen:
+            restart_libvirtd()
+        code, out, err = run.finish(timeout=PATCH_TIMEOUT)
+    finally:
+        run.kill()
+    assert seen, f"never saw {OTHER} verifying:\n{run.stderr[-3000:]}"
+    assert code == 5, f"exit {code}\n{out}\n{err[-3000:]}"
+    assert "reconnected to" in err, err[-3000:]  # the restart did hit the run's connection
+    result = _results(out, code)[OTHER]
+    assert result["result"] == "failed" and result["reverted"], result
+    assert "serving again" in result["reason"], result["reason"]
+    assert lab.conn.lookupByName(f"{FLEET}-{OTHER}").isActive()
+    assert lab.probe_version(OTHER) == "1.1" and lab.probe_active(OTHER)
+    assert not lab.in_maintenance(OTHER)
+    assert lab.get(OTHER)[0] == 200

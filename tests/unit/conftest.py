@@ -14,6 +14,7 @@ Under CI (the CI variable set) the variable is refused: a golden test there fail
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,6 +37,17 @@ def state_dir(tmp_path: Path) -> Path:
     state = tmp_path / "state"
     install_fixed_client_key(state)
     return state
+
+
+@pytest.fixture
+def short_state(vault_password: Path) -> Iterator[Path]:
+    """A state directory whose path is short enough for SSH control sockets (a unix socket's
+    path has 108 bytes; pytest's tmp paths leave too few: there, verify does without)."""
+    root = Path(tempfile.mkdtemp(prefix="kk-"))
+    state = root / "s"
+    install_fixed_client_key(state)
+    yield state
+    shutil.rmtree(root)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ COMMANDS = [
     "history",
     "schedule",
     "keys",
+    "snapshots",
 ]
 
 

@@ -261,7 +261,7 @@ def test_known_hosts_lines_are_plain_ip_and_key(
     for m in test_fleet.municipalities:
         pair = engine.keys.host_key(m.slug, create=False)
         assert pair is not None
-        expected.add(f"{m.ip} ssh-ed25519 {pair.public_openssh.split()[1]}")
+        expected.add(f"{m.ip} ssh-ed25519 {pair.public_openssh.split()[1]} {m.slug}")
     assert set(lines) == expected
     assert not any("[" in line for line in lines)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kallikratis import schedule
+from kallikratis import guest, patchbudget, schedule
 from kallikratis.cli import main_group
 from kallikratis.errors import InventoryError, UsageError
-from support import InventoryCopy
+from support import InventoryCopy, check_golden
 
 # 2025-06-01 is a Sunday
 SUN, MON, SAT, WED = 1, 2, 7, 4
@@ -194,3 +194,34 @@ def test_install_writes_units_and_enables_the_timer(
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "kallikratis-patch-x.timer"],
     ]
+
+
+def test_service_gives_the_sigterm_handler_time_to_revert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM to the CLI alone (KillMode=mixed: its handler reverts through SSH and libvirt
+    children of its own); SIGKILL only once the revert budget is spent."""
+    monkeypatch.delenv("KALLIKRATIS_LIBVIRT_RECONNECT_SECONDS", raising=False)
+    units = schedule.patch_units(
+        on_calendar="Sun *-*-* 02:00",
+        inventory=Path("/srv/kallikratis/inventories/crete"),
+        state_dir=Path("/var/lib/kallikratis"),
+        fleet="crete",
+        command=["/usr/local/bin/kallikratis"],
+    )
+    check_golden("schedule/kallikratis-patch.service", units.service)
+    lines = units.service.splitlines()
+    assert "KillMode=mixed" in lines and "KillSignal=SIGTERM" in lines
+    budget = patchbudget.stop_seconds()
+    assert f"TimeoutStopSec={budget}s" in lines
+    # the longest guest step may still be running, then reconnect + revert + confirm
+    assert budget >= guest.UPGRADE_TIMEOUT + 60 + patchbudget.VERIFY_SECONDS
+    assert budget == 3540
+
+
+def test_stop_budget_follows_the_reconnect_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KALLIKRATIS_LIBVIRT_RECONNECT_SECONDS", "600")
+    units = schedule.patch_units(
+        on_calendar="daily", inventory=Path("/i"), state_dir=Path("/s"), fleet="crete"
+    )
+    assert f"TimeoutStopSec={patchbudget.stop_seconds(600)}s" in units.service
+    assert 'Environment="KALLIKRATIS_LIBVIRT_RECONNECT_SECONDS=600.0"' in units.service
+    assert patchbudget.stop_seconds(600) - patchbudget.stop_seconds(60) == 540

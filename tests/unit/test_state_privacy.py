@@ -4,10 +4,7 @@ control socket (Ansible's, mitogen's, verify's) lives in its 0700 ``cp/``, never
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +18,6 @@ from support import install_fixed_client_key
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
-
-
-@pytest.fixture
-def short_state(vault_password: Path) -> Iterator[Path]:
-    """A state directory with a path short enough for control sockets (pytest's is not)."""
-    root = Path(tempfile.mkdtemp(prefix="kk-"))
-    state = root / "s"
-    install_fixed_client_key(state)
-    yield state
-    shutil.rmtree(root)
 
 
 def test_state_directory_made_by_an_older_version_is_tightened(tmp_path: Path) -> None:
@@ -75,8 +62,9 @@ def test_secrets_written_by_the_key_store_are_0600(
         state = tmp_path / "state"
         keys = KeyStore(state, test_fleet.name)
         keys.ensure_client_key()
-        keys.host_key("hersonissos")
-        keys.write_known_hosts({"10.0.0.5": keys.host_key("hersonissos").public_openssh})  # type: ignore[union-attr]
+        pair = keys.host_key("hersonissos")
+        assert pair is not None
+        keys.write_known_hosts({"hersonissos": ("10.0.0.5", pair.public_openssh)})
     finally:
         os.umask(old)
     for path in state.rglob("*"):

@@ -43,6 +43,6 @@ fi
 # Baked application services stay off until a role enables them: a fresh VM boots only what
 # provisioning needs (under TCG every service costs seconds before SSH answers).
 for unit in mariadb.service nginx.service prometheus-node-exporter.service \
-    unattended-upgrades.service nftables.service $(cd /usr/lib/systemd/system && ls php*-fpm.service 2>/dev/null); do
+    unattended-upgrades.service nftables.service certbot.timer $(cd /usr/lib/systemd/system && ls php*-fpm.service 2>/dev/null); do
     systemctl disable "$unit" >/dev/null 2>&1 || true
 done

@@ -59,7 +59,8 @@ class Web:
     bypass_token: str = field(default="", repr=False)
 
     def tls_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=self.ca_file)  # the only trust anchor
+        # the only trust anchor; "" (tls: acme without acme_roots): the system's trust store
+        return ssl.create_default_context(cafile=self.ca_file or None)
 
     def _do(
         self, conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None

@@ -92,9 +92,15 @@ def test_site_in_greek_with_display_name(web: Any, spec: dict[str, Any], portal_
     assert f'lang="{language}' in home.text
 
 
-def test_wp_admin_behind_login(web: Any, portal_on: bool) -> None:
+def test_wp_admin_behind_login(web: Any, portal_on: bool, spec: dict[str, Any]) -> None:
+    """Behind the log-in page, and behind the admin allow-list (admin_allow) too: when the
+    controller (where verify's requests come from) is not on it, nginx answers 403."""
     res = web.https("/wp-admin/")
     if not portal_on:
         assert res.status == 404
+        return
+    if not spec.get("admin_allowed", True):
+        assert res.status == 403, f"/wp-admin/ outside admin_allow: HTTP {res.status}"
+        assert web.https("/wp-login.php").status == 403
         return
     assert res.status == 302 and "wp-login.php" in res.headers.get("location", "")

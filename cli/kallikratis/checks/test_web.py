@@ -25,12 +25,36 @@ def test_nginx_config_valid(host: Any) -> None:
         assert host.run("nginx -t -q").rc == 0
 
 
-def test_tls_chain_verifies_to_fleet_ca(web: Any, spec: dict[str, Any]) -> None:
+def test_tls_chain_verifies_to_the_configured_issuer(web: Any, spec: dict[str, Any]) -> None:
+    """tls: fleet-ca -> the fleet CA signed it; tls: acme -> anyone but the fleet CA (the chain
+    verifies to acme_roots, or to the system's trust store)."""
     res = web.https("/")
     sans = [v for k, v in res.peercert.get("subjectAltName", ()) if k == "DNS"]
     assert spec["domain"] in sans, f"certificate names {sans}, not {spec['domain']}"
-    issuer = dict(x[0] for x in res.peercert["issuer"])
-    assert "Kallikratis fleet CA" in issuer.get("commonName", "")
+    issuer = dict(x[0] for x in res.peercert["issuer"]).get("commonName", "")
+    fleet_ca = "Kallikratis fleet CA" in issuer
+    assert fleet_ca is (spec.get("tls", "fleet-ca") == "fleet-ca"), (
+        f"tls: {spec.get('tls', 'fleet-ca')} but the served certificate is issued by {issuer!r}"
+    )
+
+
+def test_acme_certificate_is_served_and_renewed(host: Any, web: Any, spec: dict[str, Any]) -> None:
+    """tls: acme: nginx serves certbot's certificate (not the placeholder) and certbot's
+    renewal timer is on; tls: fleet-ca: no certbot timer."""
+    timer = host.service("certbot.timer")
+    if spec.get("tls", "fleet-ca") != "acme":
+        assert not timer.is_enabled, "certbot.timer is enabled on a tls: fleet-ca municipality"
+        return
+    assert timer.is_enabled and timer.is_running, "certbot.timer is not enabled and active"
+    with host.sudo():
+        live = host.file(f"/etc/letsencrypt/live/{spec['domain']}/cert.pem").content_string
+    ctx = web.tls_context()
+    with (
+        socket.create_connection((web.ip, 443), 15) as raw,
+        ctx.wrap_socket(raw, server_hostname=web.domain) as tls,
+    ):
+        served = tls.getpeercert(binary_form=True)
+    assert served == ssl.PEM_cert_to_DER_cert(live), "nginx does not serve certbot's certificate"
 
 
 def test_tls_rejected_for_another_name(web: Any) -> None:
@@ -121,4 +145,6 @@ def test_private_key_protected(host: Any) -> None:
     with host.sudo():
         key = host.file("/etc/nginx/tls/server.key")
         assert key.exists
+        if key.is_symlink:  # tls: acme: certbot's key (or the placeholder's)
+            key = host.file(key.linked_to)
         assert key.user == "root" and key.mode == 0o600

@@ -72,6 +72,7 @@ def _as_json(outcomes: list[patch.Outcome], options: patch.Options) -> dict[str,
                 "rebooted": o.rebooted,
                 "reverted": o.reverted,
                 "snapshot": o.snapshot,
+                "expired_snapshots": o.pruned,
                 "seconds": round(o.seconds, 1),
                 "timings": {k: round(v, 2) for k, v in o.timings.items()},
             }
@@ -162,6 +163,7 @@ def patch_cmd(
       4. apt-get dist-upgrade, needrestart restarts services; then the stack deploy
       5. reboot if the guest asks (/run/reboot-required)
       6. verify checks; maintenance mode off; keep the last patch_keep_snapshots snapshots
+         (at the start and the end of a run, those older than patch_snapshot_max_age go)
       7. on any failure: revert to the snapshot, confirm it serves, mark it failed
     Waves: --canary first, then --batch at a time. The run stops when failures exceed
     --max-fail; the rest are reported as skipped. Exit 5 when any municipality failed.

@@ -14,13 +14,16 @@ from pathlib import Path
 import libvirt
 
 from kallikratis.errors import HypervisorError
-from kallikratis.hypervisor.base import DhcpHost, DomainInfo, HostInfo, VolumeInfo
+from kallikratis.hypervisor.base import DomainInfo, HostInfo, VolumeInfo
 from kallikratis.hypervisor.libvirt_calls import errors as _errors
 from kallikratis.hypervisor.libvirt_calls import or_none
+from kallikratis.hypervisor.networks import Networks, dhcp_host_xml
+from kallikratis.hypervisor.reconnect import idempotent, once
 from kallikratis.hypervisor.snapshots import Snapshots
 from kallikratis.model import METADATA_NS
 
 log = logging.getLogger(__name__)
+__all__ = ["LibvirtBackend", "connect", "dhcp_host_xml"]
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors become exceptions, not stderr
 
 _STATES = {
@@ -36,9 +39,10 @@ _STATES = {
 _CHUNK = 1 << 20
 
 
-def connect(uri: str) -> LibvirtBackend:
+def connect(uri: str, reconnect_seconds: float | None = None) -> LibvirtBackend:
+    """Open *uri* (at once: a wrong URI fails fast; only a lost connection is waited for)."""
     with _errors(f"cannot connect to {uri}"):
-        return LibvirtBackend(uri, libvirt.open(uri))
+        return LibvirtBackend(uri, libvirt.open(uri), reconnect_seconds)
 
 
 def _text(root: ET.Element, tag: str) -> str:
@@ -53,19 +57,21 @@ def _strip_ns(root: ET.Element) -> ET.Element:
     return root
 
 
-def _xml(tag: str, **attrs: str) -> str:
-    return ET.tostring(ET.Element(tag, attrs), encoding="unicode")
+class LibvirtBackend(Snapshots, Networks):
+    """One connection to one hypervisor; reconnects after a daemon restart (see
+    :mod:`kallikratis.hypervisor.reconnect`): *reconnect_seconds* bounds the wait (None: the
+    environment's or 60 s), *opener* opens the URI again."""
 
-
-def dhcp_host_xml(host: DhcpHost) -> str:
-    """The <host> element of a reservation, as libvirt's network update takes it."""
-    return _xml("host", mac=host.mac, name=host.name, ip=host.ip)
-
-
-class LibvirtBackend(Snapshots):
-    def __init__(self, uri: str, conn: libvirt.virConnect) -> None:
+    def __init__(
+        self,
+        uri: str,
+        conn: libvirt.virConnect,
+        reconnect_seconds: float | None = None,
+        opener: Callable[[str], libvirt.virConnect] = libvirt.open,
+    ) -> None:
         self.uri = uri
         self.conn = conn
+        self._init_connection(reconnect_seconds, opener)
 
     @property
     def stores_data(self) -> bool:
@@ -76,10 +82,13 @@ class LibvirtBackend(Snapshots):
         return not self.uri.startswith("test:")
 
     def close(self) -> None:
-        with _errors("closing connection"):
+        try:
             self.conn.close()
+        except libvirt.libvirtError as exc:  # closing a connection that is gone already
+            log.debug("closing %s: %s", self.uri, exc.get_error_message())
 
     # -- host ------------------------------------------------------------------------------
+    @idempotent
     def host_info(self) -> HostInfo:
         with _errors("reading host info"):
             info = self.conn.getInfo()
@@ -122,6 +131,7 @@ class LibvirtBackend(Snapshots):
             seed_retired=_text(meta, "seed") == "retired",
         )
 
+    @idempotent
     def domains(self, fleet: str | None = None) -> list[DomainInfo]:
         """Domains carrying our metadata (of one fleet, if given). Others are invisible."""
         out = []
@@ -133,6 +143,7 @@ class LibvirtBackend(Snapshots):
                     out.append(info)
         return out
 
+    @idempotent
     def domain(self, name: str) -> DomainInfo | None:
         with _errors(f"looking up domain {name}"):
             dom = self._lookup(name)
@@ -141,11 +152,13 @@ class LibvirtBackend(Snapshots):
     def _lookup(self, name: str) -> libvirt.virDomain | None:
         return or_none(lambda: self.conn.lookupByName(name), libvirt.VIR_ERR_NO_DOMAIN)
 
+    @idempotent
     def domain_xml(self, name: str, inactive: bool = False) -> str:
         with _errors(f"reading domain {name}"):
             dom = self.conn.lookupByName(name)
             return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0)
 
+    @idempotent
     def define_domain(self, xml: str) -> None:
         """Define or redefine; a redefinition keeps the existing domain's UUID."""
         with _errors("defining domain"):
@@ -155,6 +168,7 @@ class LibvirtBackend(Snapshots):
                 xml = xml.replace("</name>", f"</name>\n  <uuid>{existing.UUIDString()}</uuid>", 1)
             self.conn.defineXML(xml)
 
+    @idempotent
     def start_domain(self, name: str) -> None:
         with _errors(f"starting domain {name}"):
             dom = self.conn.lookupByName(name)
@@ -171,6 +185,7 @@ class LibvirtBackend(Snapshots):
                     libvirt.VIR_DOMAIN_AFFECT_LIVE,
                 )
 
+    @idempotent
     def stop_domain(self, name: str, timeout: float = 60.0) -> None:
         """Graceful ACPI shutdown, then power off after *timeout* seconds."""
         with _errors(f"stopping domain {name}"):
@@ -183,6 +198,7 @@ class LibvirtBackend(Snapshots):
                 if dom.isActive():
                     dom.destroy()
 
+    @idempotent
     def remove_domain(self, name: str) -> bool:
         """Power off and undefine a domain that carries our metadata. False if absent."""
         with _errors(f"removing domain {name}"):
@@ -209,90 +225,8 @@ class LibvirtBackend(Snapshots):
                 dom.undefineFlags(flags & ~libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
             return True
 
-    # -- networks --------------------------------------------------------------------------
-    def ensure_network(self, name: str, xml: str) -> bool:
-        """Define and start the network if needed; True when something changed."""
-        changed = False
-        with _errors(f"network {name}"):
-            net = self._network(name)
-            if net is None:
-                net = self.conn.networkDefineXML(xml)
-                changed = True
-            if not net.isActive():
-                net.create()
-                changed = True
-            if not net.autostart():
-                net.setAutostart(1)
-        return changed
-
-    def require_nwfilter(self, name: str) -> None:
-        """Refuse to go on when libvirt does not know the network filter the domains name.
-
-        libvirt ships `clean-traffic` and the filters it builds on (Debian:
-        libvirt-daemon-config-nwfilter); without them no VM with tenant isolation can start.
-        The test driver has no filter driver and checks nothing.
-        """
-        if self.uri.startswith("test:"):
-            return
-        with _errors(f"looking up network filter {name}"):
-            found = or_none(
-                lambda: self.conn.nwfilterLookupByName(name), libvirt.VIR_ERR_NO_NWFILTER
-            )
-        if found is None:
-            raise HypervisorError(
-                f"libvirt at {self.uri} has no network filter {name!r}, which every VM's "
-                "interface uses for tenant isolation: install libvirt's stock filters "
-                "(Debian: libvirt-daemon-config-nwfilter; `virsh nwfilter-list` shows them)"
-            )
-
-    def _network(self, name: str) -> libvirt.virNetwork | None:
-        return or_none(lambda: self.conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
-
-    def network_exists(self, network: str) -> bool:
-        with _errors(f"looking up network {network}"):
-            return self._network(network) is not None
-
-    def dhcp_hosts(self, network: str) -> dict[str, tuple[str, str]]:
-        """mac -> (name, ip) of the network's DHCP reservations."""
-        with _errors(f"reading network {network}"):
-            root = ET.fromstring(self.conn.networkLookupByName(network).XMLDesc(0))
-        return {
-            h.get("mac", "").lower(): (h.get("name", ""), h.get("ip", ""))
-            for h in root.iterfind("./ip/dhcp/host")
-        }
-
-    def set_dhcp_host(self, network: str, host: DhcpHost, present: bool) -> bool:
-        """Add (present) or remove a DHCP reservation, live and in the config.
-
-        Removing from a network that no longer exists is a no-op (nothing to remove).
-        """
-        if not present and not self.network_exists(network):
-            return False
-        current = self.dhcp_hosts(network).get(host.mac.lower())
-        if present and current == (host.name, host.ip):
-            return False
-        if not present and current is None:
-            return False
-        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
-        with _errors(f"updating DHCP reservations of {network}"):
-            net = self.conn.networkLookupByName(network)
-            if net.isActive():
-                flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
-            section = libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST
-            if current is not None:
-                old = _xml("host", mac=host.mac)
-                net.update(libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, section, -1, old, flags)
-            if present:
-                net.update(
-                    libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
-                    section,
-                    -1,
-                    dhcp_host_xml(host),
-                    flags,
-                )
-        return True
-
     # -- storage ---------------------------------------------------------------------------
+    @idempotent
     def ensure_pool(self, name: str, xml: str) -> bool:
         changed = False
         with _errors(f"storage pool {name}"):
@@ -327,11 +261,45 @@ class LibvirtBackend(Snapshots):
         _type, cap, alloc = vol.info()
         return VolumeInfo(pool, vol.name(), vol.path(), int(cap), int(alloc))
 
+    @idempotent
+    def pool_space(self, pool: str) -> tuple[int, int]:
+        """(capacity, available) bytes of *pool*, as libvirt sees them after a refresh."""
+        with _errors(f"reading pool {pool}"):
+            p = self.conn.storagePoolLookupByName(pool)
+            p.refresh(0)
+            _state, capacity, _allocation, available = p.info()
+            return int(capacity), int(available)
+
+    @idempotent
+    def domain_memory(self, name: str) -> int:
+        """The domain's maximum memory in bytes (what a memory snapshot may have to store)."""
+        with _errors(f"reading domain {name}"):
+            return int(self.conn.lookupByName(name).maxMemory()) * 1024
+
+    @idempotent
+    def snapshot_disks(self, name: str) -> list[VolumeInfo]:
+        """The pool volumes a snapshot of the domain writes into (neither marked
+        snapshot="no" nor read-only), the first one (which takes the memory state) first."""
+        with _errors(f"reading the disks of {name}"):
+            root = ET.fromstring(self.conn.lookupByName(name).XMLDesc(0))
+            out = []
+            for disk in root.iterfind("./devices/disk[@device='disk']"):
+                src = disk.find("source")
+                skipped = disk.get("snapshot") == "no" or disk.find("readonly") is not None
+                if skipped or src is None or not src.get("volume"):
+                    continue
+                vol = self._vol(src.get("pool", ""), src.get("volume", ""))
+                if vol is not None:
+                    out.append(self._vinfo(src.get("pool", ""), vol))
+            return out
+
+    @idempotent
     def volume(self, pool: str, name: str) -> VolumeInfo | None:
         with _errors(f"looking up volume {pool}/{name}"):
             vol = self._vol(pool, name)
             return self._vinfo(pool, vol) if vol else None
 
+    @idempotent
     def volumes(self, pool: str) -> list[VolumeInfo]:
         with _errors(f"listing pool {pool}"):
             p = self._pool(pool)
@@ -340,11 +308,13 @@ class LibvirtBackend(Snapshots):
             p.refresh()
             return [self._vinfo(pool, v) for v in p.listAllVolumes()]
 
+    @once
     def create_volume(self, pool: str, xml: str) -> VolumeInfo:
         with _errors(f"creating volume in {pool}"):
             vol = self.conn.storagePoolLookupByName(pool).createXML(xml, 0)
             return self._vinfo(pool, vol)
 
+    @idempotent
     def delete_volume(self, pool: str, name: str) -> bool:
         with _errors(f"deleting volume {pool}/{name}"):
             vol = self._vol(pool, name)
@@ -353,6 +323,7 @@ class LibvirtBackend(Snapshots):
             vol.delete(0)
             return True
 
+    @once
     def upload(
         self,
         pool: str,
@@ -384,6 +355,7 @@ class LibvirtBackend(Snapshots):
                     stream.abort()
                     raise
 
+    @idempotent
     def download(self, pool: str, name: str) -> bytes:
         with _errors(f"downloading {pool}/{name}"):
             vol = self.conn.storagePoolLookupByName(pool).storageVolLookupByName(name)

@@ -19,7 +19,8 @@ import libvirt
 
 from kallikratis.errors import HypervisorError
 from kallikratis.hypervisor.base import SnapshotInfo
-from kallikratis.hypervisor.libvirt_calls import errors, or_none
+from kallikratis.hypervisor.libvirt_calls import connection_lost, errors, or_none
+from kallikratis.hypervisor.reconnect import Reconnecting, idempotent, once
 
 PREFIX = "kk-patch-"
 
@@ -35,11 +36,16 @@ def _info(snap: libvirt.virDomainSnapshot) -> SnapshotInfo:
     )
 
 
-class Snapshots:
-    """Snapshot methods of the libvirt backend (needs its ``conn``)."""
+class Snapshots(Reconnecting):
+    """Snapshot methods of the libvirt backend (needs its ``uri`` and ``conn``).
 
-    conn: libvirt.virConnect
+    A revert is retried after a reconnect: reverting to the same snapshot again leads to the
+    same state whatever the first attempt did (nothing, all of it, or half of it when libvirtd
+    died during the memory load), because the snapshot's disk and memory replace the
+    domain's. Creating one is not retried (it may exist already).
+    """
 
+    @idempotent
     def list_snapshots(self, domain: str) -> list[SnapshotInfo]:
         """Our snapshots of *domain*, oldest first."""
         with errors(f"listing snapshots of {domain}"):
@@ -47,6 +53,7 @@ class Snapshots:
             ours = [_info(s) for s in dom.listAllSnapshots() if s.getName().startswith(PREFIX)]
         return sorted(ours, key=lambda s: (s.created, s.name))
 
+    @once
     def create_snapshot(self, domain: str, name: str, description: str) -> SnapshotInfo:
         if not name.startswith(PREFIX):
             raise HypervisorError(f"snapshot name must start with {PREFIX}: {name!r}")
@@ -58,6 +65,7 @@ class Snapshots:
             dom = self.conn.lookupByName(domain)
             return _info(dom.snapshotCreateXML(xml, 0))
 
+    @idempotent
     def revert_snapshot(self, domain: str, name: str) -> None:
         """Go back to *name* and leave the domain running (also when it was shut off or crashed)."""
         with errors(f"reverting {domain} to {name}"):
@@ -72,6 +80,7 @@ class Snapshots:
                     raise
                 dom.revertToSnapshot(snap, flags | libvirt.VIR_DOMAIN_SNAPSHOT_REVERT_FORCE)
 
+    @idempotent
     def delete_snapshot(self, domain: str, name: str) -> bool:
         """Delete one of our snapshots; False when it does not exist."""
         with errors(f"deleting snapshot {name} of {domain}"):
@@ -92,22 +101,26 @@ class Snapshots:
             self.delete_snapshot(domain, snap.name)
         return [s.name for s in doomed]
 
+    @idempotent
     def sync_guest_clock(self, domain: str, attempts: int = 10) -> bool:
         """After a memory revert the guest's clock is the snapshot's: set it from ours.
 
         Uses the QEMU guest agent; False when the agent did not answer (the caller may fall
         back to setting the time over SSH).
         """
-        dom = self.conn.lookupByName(domain)
-        for _ in range(attempts):
-            now = time.time()
-            try:
-                dom.setTime({"seconds": int(now), "nseconds": int((now % 1) * 1e9)}, 0)
-                return True
-            except libvirt.libvirtError as exc:
-                # qemu-ga sets the system clock, then runs hwclock; an image without hwclock
-                # (util-linux-extra) reports an error although the system clock is set
-                if "hwclock" in (exc.get_error_message() or ""):
+        with errors(f"setting the clock of {domain}"):
+            dom = self.conn.lookupByName(domain)
+            for _ in range(attempts):
+                now = time.time()
+                try:
+                    dom.setTime({"seconds": int(now), "nseconds": int((now % 1) * 1e9)}, 0)
                     return True
-                time.sleep(1.0)
+                except libvirt.libvirtError as exc:
+                    if connection_lost(exc):
+                        raise  # reconnect and try again
+                    # qemu-ga sets the system clock, then runs hwclock; an image without
+                    # hwclock (util-linux-extra) reports an error although the clock is set
+                    if "hwclock" in (exc.get_error_message() or ""):
+                        return True
+                    time.sleep(1.0)
         return False

@@ -1,0 +1,169 @@
+"""Public endpoints on the real shared fleet (``fresh``: reverted before and after the module):
+rate limits on the log-ins and on Datasette's SQL, Datasette's query limits, the admin
+allow-list, and `tls: acme` against Debian's pebble ACME server inside the lab namespace.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import GATEWAY, Deployed, Fleet
+from tests.helpers.pebble import Pebble
+
+SLUG = "hersonissos"  # every module on
+
+
+class _To(http.client.HTTPSConnection):
+    """HTTPS to a VM's address with the municipality's domain as SNI and Host (no DNS)."""
+
+    def __init__(self, ip: str, domain: str, ctx: ssl.SSLContext) -> None:
+        super().__init__(domain, 443, context=ctx, timeout=60)
+        self._ip = ip
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._ip, 443), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Site:
+    fleet: Fleet
+    ip: str
+    domain: str
+
+
+def _request(
+    site: Site, method: str, path: str, body: str | None = None, cafile: Path | None = None
+) -> tuple[int, bytes]:
+    ctx = ssl.create_default_context(cafile=str(cafile or site.fleet.ca_file))
+    conn = _To(site.ip, site.domain, ctx)
+    try:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        conn.request(method, path, body=body, headers=headers)
+        res = conn.getresponse()
+        return res.status, res.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def site(fresh: Deployed) -> Site:
+    ip, domain = fresh.fleet.sites()[SLUG]
+    return Site(fresh.fleet, ip, domain)
+
+
+def test_a_login_flood_is_answered_429(site: Site) -> None:
+    body = "log=nobody&pwd=wrong&wp-submit=Log+In"
+    codes = [_request(site, "POST", "/wp-login.php", body)[0] for _ in range(11)]
+    assert codes.count(429) >= 5, codes
+    assert codes[0] != 429, codes  # a citizen's first try is served
+    kolibri = [
+        _request(site, "POST", "/learn/api/auth/session/", '{"username":"x"}')[0] for _ in range(11)
+    ]
+    assert kolibri.count(429) >= 5, kolibri
+
+
+def test_datasette_cuts_a_runaway_query_and_limits_sql_floods(site: Site) -> None:
+    status, body = _request(site, "GET", "/data/-/settings.json")
+    assert status == 200, body[:300]
+    settings = json.loads(body)
+    assert (settings["sql_time_limit_ms"], settings["max_returned_rows"]) == (1000, 1000)
+    assert settings["num_sql_threads"] == 2
+    forever = "with recursive c(x) as (select 1 union all select x + 1 from c) select max(x) from c"
+    started = time.monotonic()
+    status, body = _request(
+        site, "GET", "/data/opendata.json?" + urllib.parse.urlencode({"sql": forever})
+    )
+    took = time.monotonic() - started
+    assert status == 400 and b"too long" in body, (status, body[:300])
+    assert took < 10, f"the runaway query ran {took:.1f} s"
+    codes = [_request(site, "GET", "/data/opendata.json?sql=select+1")[0] for _ in range(15)]
+    assert 429 in codes and codes[0] == 200, codes
+
+
+@pytest.fixture(scope="module")
+def acme(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """hersonissos switched to `tls: acme` with pebble as the ACME server, and the admin
+    paths allowed to a network the controller is not in; deployed once for the tests below."""
+    fleet, ip = site.fleet, site.ip
+    work = tmp_path_factory.mktemp("acme")
+    # pebble resolves every name to hersonissos through pebble-challtestsrv's mock DNS
+    dns = subprocess.Popen(
+        [
+            "pebble-challtestsrv",
+            f"-defaultIPv4={ip}",
+            "-defaultIPv6=",
+            f"-dns01={GATEWAY}:8053",
+            "-http01=",
+            "-https01=",
+            "-tlsalpn01=",
+            f"-management={GATEWAY}:8055",
+        ],
+        stdout=(work / "challtestsrv.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pebble = Pebble(work / "pebble", GATEWAY, dns_server=f"{GATEWAY}:8053")
+    (work / "pebble").mkdir()
+    try:
+        with pebble.running():
+            (fleet.inventory / "acme-ca.pem").write_bytes(pebble.tls_ca_file.read_bytes())
+            (fleet.inventory / "acme-roots.pem").write_bytes(pebble.issuing_roots())
+            fleet.set_fleet_vars(
+                acme_directory=pebble.directory_url,
+                acme_email="ops@e2e.example.org",
+                acme_ca_bundle="acme-ca.pem",
+                acme_roots="acme-roots.pem",
+                admin_allow=["192.0.2.0/24"],
+            )
+            fleet.set_host(SLUG, tls="acme")
+            first = fleet.kk_json("deploy", SLUG, timeout=1200)
+            second = fleet.kk_json("deploy", SLUG, timeout=1200)
+            verify = fleet.kk_json("verify", SLUG, check=False)
+            yield {"first": first, "second": second, "verify": verify, "work": work}
+    finally:
+        dns.terminate()
+        dns.wait(10)
+
+
+def test_acme_deploy_gets_a_certificate_and_verify_passes(acme: dict) -> None:
+    host = acme["first"]["hosts"][SLUG]
+    assert host["failed"] == 0 and host["unreachable"] == 0, acme["first"]
+    failed = [c for c in acme["verify"]["checks"] if not c["passed"]]
+    assert not failed, failed
+    names = {c["name"] for c in acme["verify"]["checks"]}
+    assert "test_acme_certificate_is_served_and_renewed" in names
+
+
+def test_a_second_acme_deploy_changes_nothing(site: Site, acme: dict) -> None:
+    assert acme["second"]["hosts"][SLUG]["changed"] == 0, acme["second"]
+    certs = site.fleet.ssh(SLUG, f"sudo ls /etc/letsencrypt/archive/{site.domain}/").split()
+    assert sorted(c for c in certs if c.startswith("cert")) == ["cert1.pem"]
+    assert site.fleet.ssh(SLUG, "systemctl is-enabled certbot.timer").strip() == "enabled"
+
+
+def test_the_served_certificate_is_the_acme_one(site: Site, acme: dict) -> None:
+    roots = site.fleet.inventory / "acme-roots.pem"
+    status, _ = _request(site, "GET", "/", cafile=roots)  # chains to pebble's root
+    assert status == 200
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _request(site, "GET", "/")  # and not to the fleet CA
+
+
+def test_admin_paths_outside_admin_allow_get_403(site: Site, acme: dict) -> None:
+    roots = site.fleet.inventory / "acme-roots.pem"
+    for path in ("/wp-admin/", "/wp-login.php"):
+        assert _request(site, "GET", path, cafile=roots)[0] == 403, path
+    for path in ("/", "/data/", "/learn/"):
+        assert _request(site, "GET", path, cafile=roots)[0] in (200, 301, 302), path
