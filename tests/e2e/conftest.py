@@ -58,7 +58,7 @@ SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed fleet
 SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
 BASE_SNAPSHOT = "e2e-deployed"  # not kk-…: patch runs never list or prune it
 #: OpenSSH control masters, in the state directory's 0700 cp/ (never /tmp): Ansible's
-#: (a 10-character hash each) and verify's (v-<%C>); mitogen's mux sockets are not ssh masters
+#: (a 10-character hash each) and verify's (v<run pid>-<%C>); mitogen's mux sockets are not masters
 SSH_MASTER_GLOBS = ("cp/*",)
 
 
