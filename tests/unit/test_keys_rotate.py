@@ -4,7 +4,8 @@ an authorized_keys file in a tmp directory), started by the test; nothing but lo
 sshd runs in a private mount namespace (unshare -m) that gives it its privilege-separation
 user and directory without touching the machine's /etc/passwd or /run. The test needs root and
 an sshd binary: /usr/sbin/sshd, or KALLIKRATIS_TEST_SSHD (with KALLIKRATIS_TEST_SSHD_LIBS for
-its libraries when it is unpacked from the .deb rather than installed); otherwise it skips.
+its libraries when it is unpacked from the .deb rather than installed); without one it fails
+(scripts/system-packages.txt installs openssh-server, never started: sshd_not_to_be_run).
 """
 
 from __future__ import annotations
@@ -39,7 +40,10 @@ def _free_port() -> int:
 def sshd(tmp_path: Path) -> Iterator[tuple[Sshd, Path]]:
     """Start OpenSSH servers on loopback; yields (start, known_hosts)."""
     if os.geteuid() != 0 or not Path(SSHD).is_file() or not shutil.which("unshare"):
-        pytest.skip("needs root, unshare and an sshd binary (KALLIKRATIS_TEST_SSHD)")
+        pytest.fail(
+            "needs root, unshare and an sshd binary: Debian's openssh-server, which "
+            "`scripts/lab install` installs, or KALLIKRATIS_TEST_SSHD"
+        )
     procs: list[subprocess.Popen[bytes]] = []
     known_hosts = tmp_path / "known_hosts"
     passwd = tmp_path / "passwd"
