@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import fleetfields, model
+from kallikratis import fleetfields, hostilevars, model
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
@@ -47,6 +47,8 @@ def load(path: str | Path) -> model.Fleet:
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
+    hostilevars.refuse_connection_overrides(chk, gvars)
+    hostilevars.reject_control_characters(chk)
     if chk.problems:
         raise InventoryError(chk.problems)
     return model.Fleet(
