@@ -27,7 +27,11 @@ DEFAULT_PROFILES = {"small": {"vcpus": 1, "memory_mib": 1024, "disk_gib": 10}}
 
 
 def load(path: str | Path) -> model.Fleet:
-    """Read and validate the inventory at *path* (a directory or a hosts.yml)."""
+    """Read and validate the inventory at *path* (a directory or a hosts.yml).
+
+    Default addresses come from the deterministic allocation alone (no state: what offline
+    paths use); :mod:`kallikratis.addresses` settles them against the VMs that exist.
+    """
     raw = load_raw(Path(path))
     chk = Checker(raw)
     gvars = raw.vars_for_host("\0none")  # all-level variables only

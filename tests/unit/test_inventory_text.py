@@ -208,6 +208,7 @@ def test_ansible_inventory_refuses_a_connection_override(tmp_path: Path) -> None
         ANSIBLE_CONFIG=str(paths.PROJECT_ROOT / "ansible.cfg"),
         KALLIKRATIS_STATE_DIR=str(state),
         ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        KALLIKRATIS_ADDRESSES="{}",
         PYTHONPATH=str(paths.PROJECT_ROOT / "cli"),
     )
     proc = subprocess.run(
