@@ -11,13 +11,16 @@ import html
 import json
 import re
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
-from kallikratis import paths
+from kallikratis import model, paths
+from kallikratis.documents import VmKeys, compose
+from support import InventoryCopy, fixed_client_public_key, fixed_host_key
 
 from tests.helpers.hostile import HOSTILE_DISPLAY_NAME
 
@@ -159,3 +162,19 @@ def test_php_strings_round_trip() -> None:
     assert strings[strings.index("WP_HOME") + 1] == f"https://{domain}"
     # nothing outside the string literals but the define() calls
     assert re.sub(r"'(\\.|[^'\\])*'", "S", code).count("system") == 0
+
+
+def test_domain_xml_keeps_the_literal_name(inv: InventoryCopy) -> None:
+    """The domain XML (autoescaped template): <title> and <kk:display-name> round-trip."""
+    inv.set_host("hersonissos", display_name=HOSTILE_DISPLAY_NAME)
+    fleet = inv.load()
+    m = fleet.get("hersonissos")
+    keys = VmKeys(fixed_host_key(), fixed_client_public_key())
+    root = ET.fromstring(compose(fleet, m, keys, "0123456789ab").domain)
+    ns = {"kk": model.METADATA_NS}
+    assert root.findtext("title") == HOSTILE_DISPLAY_NAME
+    assert root.findtext("./metadata/kk:municipality/kk:display-name", namespaces=ns) == (
+        HOSTILE_DISPLAY_NAME
+    )
+    spec = json.loads(root.findtext("./metadata/kk:municipality/kk:spec", namespaces=ns) or "")
+    assert spec["display_name"] == HOSTILE_DISPLAY_NAME
