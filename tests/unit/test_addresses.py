@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kallikratis import model
+from kallikratis import addresses, model
 from kallikratis.commands.common import Context
 from kallikratis.provision import Engine
 from support import InventoryCopy, read_yaml
@@ -90,7 +90,8 @@ def test_onboarding_300_municipalities_never_moves_an_address(
     assert live == {s: had[s] for s in live}
     assert len(live) == STEPS + 3
     assert len(set(live.values())) == len(live), "two VMs share an address"
-    assert time.monotonic() - start < 60
+    # measured 45-56 s on the 2-core machine while a CI run shared it (load ~4)
+    assert time.monotonic() - start < 150
 
 
 def test_an_explicit_ip_is_a_requested_change(inv: InventoryCopy, make_engine: MakeEngine) -> None:
@@ -126,3 +127,6 @@ def test_an_existing_address_wins_over_the_default_of_a_new_entry(
     assert ctx.fleet.get("hersonissos").ip == ipaddress.IPv4Address("10.42.0.77")
     assert [i.action for i in ctx.engine.plan(ctx.fleet.municipalities)] == ["unchanged"] * 3
     assert ctx.declared.get("hersonissos").ip == declared  # offline: deterministic
+    # what the vars plugin computes for plain ansible-playbook
+    pinned = addresses.load_actual(inv.root, engine.backend).get("hersonissos").ip
+    assert pinned == ipaddress.IPv4Address("10.42.0.77")
