@@ -169,7 +169,10 @@ def run_playbook(
     check: bool = False,
     progress: TaskProgress | None = None,
     extravars: dict[str, Any] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> PlaybookRun:
+    """*environment*: more variables for ansible-playbook (the fleet's actual addresses for
+    the vars plugin: :func:`kallikratis.addresses.to_env`)."""
     import ansible_runner
 
     runs = paths.StateDir(state_dir).secure().runs
@@ -179,6 +182,7 @@ def run_playbook(
     private.mkdir(mode=0o700)
     hosts: dict[str, HostOutcome] = {h: HostOutcome() for h in limit}
     env, strategy = runner_environment(state_dir)
+    env.update(environment or {})
 
     seen: set[str] = set()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import endpointfields, fleetfields, model
+from kallikratis import endpointfields, fleetfields, hostilevars, model
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
@@ -27,7 +27,11 @@ DEFAULT_PROFILES = {"small": {"vcpus": 1, "memory_mib": 1024, "disk_gib": 10}}
 
 
 def load(path: str | Path) -> model.Fleet:
-    """Read and validate the inventory at *path* (a directory or a hosts.yml)."""
+    """Read and validate the inventory at *path* (a directory or a hosts.yml).
+
+    Default addresses come from the deterministic allocation alone (no state: what offline
+    paths use); :mod:`kallikratis.addresses` settles them against the VMs that exist.
+    """
     raw = load_raw(Path(path))
     chk = Checker(raw)
     gvars = raw.vars_for_host("\0none")  # all-level variables only
@@ -49,6 +53,8 @@ def load(path: str | Path) -> model.Fleet:
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
+    hostilevars.refuse_connection_overrides(chk, gvars)
+    hostilevars.reject_control_characters(chk)
     if chk.problems:
         raise InventoryError(chk.problems)
     return model.Fleet(

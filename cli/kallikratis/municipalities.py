@@ -6,10 +6,12 @@ override. Problems are collected by the :class:`~kallikratis.checker.Checker`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from kallikratis import endpointfields, model, opsfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
@@ -36,7 +38,7 @@ def load_municipalities(
 ) -> tuple[model.Municipality, ...]:
     slugs = raw.groups.get("municipalities", [])
     hosts = [(s, raw.vars_for_host(s)) for s in slugs]
-    ips = _allocate_ips(chk, hosts, network)
+    ips = _allocate_ips(chk, hosts, network, {})
     macs = _allocate_macs(chk, hosts, fleet)
     default_hv = sorted(hypervisors)[0] if hypervisors else ""
     seen_domains: dict[str, str] = {}
@@ -171,37 +173,43 @@ def _modules_of(chk: Checker, hv: Vars, slug: str, gvars: Vars) -> tuple[str, ..
     return tuple(str(m) for m in mods if m in model.MODULES)
 
 
+def reallocate(
+    fleet: model.Fleet, known: Mapping[str, ipaddress.IPv4Address]
+) -> tuple[model.Municipality, ...]:
+    """*fleet*'s municipalities with the default addresses allocated after *known* (slug ->
+    the address its VM has); the inventory was validated already, nothing is read again."""
+    chk = Checker(RawInventory(fleet.inventory / "hosts.yml"))
+    hosts = [(m.slug, Vars(dict(m.vars))) for m in fleet.municipalities]
+    ips = _allocate_ips(chk, hosts, fleet.network, known)
+    return tuple(dataclasses.replace(m, ip=ips[m.slug]) for m in fleet.municipalities)
+
+
 def _allocate_ips(
-    chk: Checker, hosts: list[tuple[str, Vars]], net: model.Network
+    chk: Checker,
+    hosts: list[tuple[str, Vars]],
+    net: model.Network,
+    known: Mapping[str, ipaddress.IPv4Address],
 ) -> dict[str, ipaddress.IPv4Address]:
-    """Explicit IPs first; the rest get a stable hash-chosen free address."""
+    """Explicit IPs first, then the addresses existing VMs have (*known*), then a stable
+    hash-chosen free address for each of the rest."""
     reserved = {net.cidr.network_address, net.cidr.broadcast_address, net.gateway}
     taken: dict[ipaddress.IPv4Address, str] = {}
     out: dict[str, ipaddress.IPv4Address] = {}
     for slug, hv in hosts:
-        if "ip" not in hv.values:
-            continue
-        try:
-            ip = ipaddress.IPv4Address(str(hv.get("ip")))
-        except ValueError:
-            chk.add(hv, slug, "ip", f"not an IPv4 address: {hv.get('ip')!r}")
-            continue
-        if ip not in net.cidr:
-            chk.add(hv, slug, "ip", f"{ip} is outside the fleet network {net.cidr}")
-        elif ip in reserved:
-            chk.add(hv, slug, "ip", f"{ip} is the network, gateway or broadcast address")
-        elif ip in taken:
-            chk.add(hv, slug, "ip", f"{ip} is also used by {taken[ip]}")
-        else:
-            taken[ip] = slug
-        out[slug] = ip
+        if "ip" in hv.values:
+            _explicit_ip(chk, slug, hv, net, reserved, taken, out)
     first = 10 if net.cidr.num_addresses > 32 else 2
     pool = [a for a in list(net.cidr)[first:-1] if a not in reserved]
+    in_pool = set(pool)
+    for slug, _ in sorted(hosts):
+        have = known.get(slug)
+        if slug not in out and have is not None and have in in_pool and have not in taken:
+            taken[have] = slug
+            out[slug] = have
     for slug, _ in sorted(hosts, key=lambda h: (_stable_int("ip", h[0]), h[0])):
         if slug in out:
             continue
-        free = [a for a in pool if a not in taken]
-        if not free:
+        if len(taken) >= len(pool) and all(a in taken for a in pool):
             chk.add(None, slug, "ip", f"no free address left in {net.cidr}")
             out[slug] = net.gateway
             continue
@@ -214,6 +222,32 @@ def _allocate_ips(
         taken[ip] = slug
         out[slug] = ip
     return out
+
+
+def _explicit_ip(
+    chk: Checker,
+    slug: str,
+    hv: Vars,
+    net: model.Network,
+    reserved: set[ipaddress.IPv4Address],
+    taken: dict[ipaddress.IPv4Address, str],
+    out: dict[str, ipaddress.IPv4Address],
+) -> None:
+    value: Any = hv.get("ip")
+    try:
+        ip = ipaddress.IPv4Address(str(value))
+    except ValueError:
+        chk.add(hv, slug, "ip", f"not an IPv4 address: {value!r}")
+        return
+    if ip not in net.cidr:
+        chk.add(hv, slug, "ip", f"{ip} is outside the fleet network {net.cidr}")
+    elif ip in reserved:
+        chk.add(hv, slug, "ip", f"{ip} is the network, gateway or broadcast address")
+    elif ip in taken:
+        chk.add(hv, slug, "ip", f"{ip} is also used by {taken[ip]}")
+    else:
+        taken[ip] = slug
+    out[slug] = ip
 
 
 def _allocate_macs(chk: Checker, hosts: list[tuple[str, Vars]], fleet: str) -> dict[str, str]:

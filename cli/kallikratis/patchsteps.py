@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kallikratis import ansible, model, verify
+from kallikratis import addresses, ansible, model, verify
 from kallikratis.guest import Guest
 from kallikratis.patch import Progress, Steps
 from kallikratis.provision import Engine
@@ -32,6 +32,7 @@ def fleet_steps(
             state_dir=engine.state_dir,
             check=check,
             progress=task,
+            environment=addresses.to_env(engine.fleet),
         )
         if not check:
             keep_artifacts(run.artifacts)  # the journal keeps the last deploy's artifacts

@@ -26,15 +26,26 @@ _CACHE: dict[str, Any] = {}
 
 
 def _fleet(path: str) -> Any:
-    from kallikratis import inventory
+    """The fleet with the addresses its VMs have: handed down by `kallikratis` (deploy,
+    patch), or read from libvirt here (plain ansible-playbook; a hypervisor that cannot be
+    reached keeps the deterministic defaults, as `kallikratis render` does offline)."""
+    from kallikratis import addresses
     from kallikratis.errors import KallikratisError
 
     key = os.path.realpath(path)
     if key not in _CACHE:
         try:
-            _CACHE[key] = inventory.load(key)
+            handed = addresses.from_env()
+            if handed is None:
+                _CACHE[key] = addresses.load_actual(key)
+            else:
+                from kallikratis import inventory
+
+                _CACHE[key] = addresses.settle(inventory.load(key), handed)
         except KallikratisError as exc:
             raise AnsibleError(f"kallikratis: {exc.message}") from exc
+        except ValueError as exc:
+            raise AnsibleError(f"kallikratis: bad {addresses.ENV}: {exc}") from exc
     return _CACHE[key]
 
 

@@ -24,8 +24,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import jinja2
 import pytest
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 
 UNIT = (
     Path(__file__).resolve().parents[2]
@@ -64,7 +65,8 @@ def exec_start(home: Path, port: int) -> list[str]:
         "opendata_max_returned_rows": 50,
         "opendata_num_sql_threads": 2,
     }
-    text = jinja2.Environment(trim_blocks=True).from_string(UNIT.read_text()).render(values)  # noqa: S701
+    templar = Templar(loader=DataLoader(), variables=values)  # Ansible's own templating
+    text = str(templar.template(trust_as_template(UNIT.read_text())))
     line = text.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0].replace("\\\n", " ")
     argv = shlex.split(line)
     argv[0] = str(DATASETTE)

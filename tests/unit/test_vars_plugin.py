@@ -50,6 +50,9 @@ def listed(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pa
         ANSIBLE_CONFIG=str(paths.PROJECT_ROOT / "ansible.cfg"),
         KALLIKRATIS_STATE_DIR=str(state),
         ANSIBLE_LOCAL_TEMP=str(work / "tmp"),
+        # the addresses `kallikratis deploy` hands down (none of these VMs exists): the plugin
+        # then reads no libvirt, never the machine's own qemu:///system
+        KALLIKRATIS_ADDRESSES="{}",
         PYTHONPATH=os.pathsep.join(
             [str(paths.PROJECT_ROOT / "cli"), *filter(None, [os.environ.get("PYTHONPATH")])]
         ),
@@ -103,6 +106,41 @@ def test_connection_values_are_the_pinned_ones(
         assert got["kallikratis_modules"] == list(m.modules)
     hersonissos = data["_meta"]["hostvars"]["hersonissos"]
     assert hersonissos["kallikratis_modules"] == ["portal", "opendata", "education"]
+
+
+def test_the_addresses_kallikratis_hands_down_are_the_ones_ansible_uses(tmp_path: Path) -> None:
+    """`kallikratis deploy` and `patch` hand the VMs' actual addresses to the plugin."""
+    fleet = inventory.load(CRETE)
+    other = next(
+        f"10.42.0.{n}"
+        for n in range(200, 250)
+        if all(str(m.ip) != f"10.42.0.{n}" for m in fleet.municipalities)
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KALLIKRATIS_"))}
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    (state / "vault-password").write_text("unit-test-vault-password\n")
+    env.update(
+        ANSIBLE_CONFIG=str(paths.PROJECT_ROOT / "ansible.cfg"),
+        KALLIKRATIS_STATE_DIR=str(state),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        KALLIKRATIS_ADDRESSES=json.dumps({"hersonissos": other}),
+        PYTHONPATH=str(paths.PROJECT_ROOT / "cli"),
+    )
+    copy = tmp_path / "crete"
+    shutil.copytree(CRETE, copy, ignore=shutil.ignore_patterns("vault.yml"))
+    proc = subprocess.run(
+        [str(ANSIBLE_INVENTORY), "-i", str(copy), "--host", "hersonissos"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = _plain(json.loads(proc.stdout))
+    assert got["ansible_host"] == got["kallikratis_ip"] == other
 
 
 def test_hypervisors_get_no_municipality_values(

@@ -55,8 +55,8 @@ def audited(
     state = ctx.engine.state_dir
     argv = list(sys.argv)
     with (
-        runlock.hold(state, ctx.fleet.name, slugs, argv),
-        Journal(state).run(command, argv, ctx.fleet.inventory, slugs) as record,
+        runlock.hold(state, ctx.declared.name, slugs, argv),
+        Journal(state).run(command, argv, ctx.declared.inventory, slugs) as record,
     ):
         yield record
 
@@ -181,7 +181,7 @@ def schedule_patch(
         on_calendar=on_calendar,
         inventory=Path(ctx.inventory_path).resolve(),
         state_dir=paths.state_dir().resolve(),
-        fleet=ctx.fleet.name,  # loads and validates the inventory
+        fleet=ctx.declared.name,  # loads and validates the inventory
         name=name,
         timeout_hours=timeout_hours,
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from kallikratis import inventory, model
+from kallikratis import addresses, inventory, model
 from kallikratis.errors import ProvisionError, UsageError
 from kallikratis.provision import Engine, UpResult
 
@@ -30,21 +30,38 @@ class Context:
         # absolute from the start: ansible-runner, the verify suites and the journal run
         # elsewhere than the current directory, where a relative path means nothing
         self.inventory_path = Path(os.path.abspath(inventory_path)) if inventory_path else None
+        self._declared: model.Fleet | None = None
         self._fleet: model.Fleet | None = None
         self._engine: Engine | None = None
 
     @property
-    def fleet(self) -> model.Fleet:
-        if self._fleet is None:
+    def declared(self) -> model.Fleet:
+        """The inventory alone (validated), default addresses from the deterministic
+        allocation: for what needs no VM's address (validate, names, journal, images)."""
+        if self._declared is None:
             if self.inventory_path is None:
                 raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
-            self._fleet = inventory.load(self.inventory_path)
+            self._declared = inventory.load(self.inventory_path)
+        return self._declared
+
+    @property
+    def fleet(self) -> model.Fleet:
+        """The inventory with the addresses existing VMs have (read from libvirt; a
+        hypervisor that cannot be reached keeps the deterministic defaults)."""
+        if self._fleet is None:
+            declared = self.declared
+            if self._engine is None:
+                self._engine = Engine(declared)
+            known, _ = addresses.actual(declared, self._engine.backend)
+            self._fleet = addresses.settle(declared, known)
+            self._engine.fleet = self._fleet
         return self._fleet
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = Engine(self.fleet)
+        if self._engine is None or self._fleet is None:
+            _ = self.fleet
+        assert self._engine is not None
         return self._engine
 
 

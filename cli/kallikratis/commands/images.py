@@ -30,7 +30,7 @@ def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -
     """Build RECIPE (default: the inventory's fleet_image). An unchanged recipe is reused."""
     ctx: Context = cctx.obj
     if recipe is None:
-        recipe = ctx.fleet.image if ctx.inventory_path else "debian13"
+        recipe = ctx.declared.image if ctx.inventory_path else "debian13"
     rec = recipes.load_recipe(paths.images_dir(), recipe)
     built = images.build(
         rec,
@@ -44,12 +44,12 @@ def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -
     )
     if publish and ctx.inventory_path is not None:
         engine = ctx.engine
-        for hv in sorted(ctx.fleet.hypervisors):
+        for hv in sorted(ctx.declared.hypervisors):
             be = engine.backend(hv)
-            be.ensure_pool(ctx.fleet.pool.name, engine_pool_xml(ctx))
+            be.ensure_pool(ctx.declared.pool.name, engine_pool_xml(ctx))
             img = golden.ensure_published(
                 be,
-                ctx.fleet.pool.name,
+                ctx.declared.pool.name,
                 rec,
                 paths.image_cache_dir(),
                 lambda msg: console_err.print(esc(msg)),
@@ -60,7 +60,7 @@ def build(cctx: click.Context, recipe: str | None, force: bool, publish: bool) -
 def engine_pool_xml(ctx: Context) -> str:
     from kallikratis import render
 
-    return render.render("pool.xml.j2", pool=ctx.fleet.pool)
+    return render.render("pool.xml.j2", pool=ctx.declared.pool)
 
 
 @image.command("list")
@@ -84,8 +84,8 @@ def list_(cctx: click.Context, as_json: bool) -> None:
             }
         )
     if ctx.inventory_path is not None:
-        for hv in sorted(ctx.fleet.hypervisors):
-            for img in golden.published(ctx.engine.backend(hv), ctx.fleet.pool.name):
+        for hv in sorted(ctx.declared.hypervisors):
+            for img in golden.published(ctx.engine.backend(hv), ctx.declared.pool.name):
                 rows.append(
                     {
                         "recipe": img.volume,

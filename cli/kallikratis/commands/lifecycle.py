@@ -8,7 +8,7 @@ import shutil
 import click
 from rich.table import Table
 
-from kallikratis import capacity
+from kallikratis import capacity, model
 from kallikratis.commands.audit import audited, record_results
 from kallikratis.commands.common import (
     Context,
@@ -42,7 +42,7 @@ def validate(ctx: Context, offline: bool, as_json: bool) -> None:
     """
     skipped: dict[str, str] = {}
     try:
-        fleet = ctx.fleet
+        fleet = ctx.declared  # no VM's address is needed here
         if not offline:
             measured = capacity.measure(fleet, ctx.engine.backend)
             skipped = measured.unreachable
@@ -269,7 +269,7 @@ def render_cmd(ctx: Context, name: str, what: str) -> None:
     try:
         backend = engine.backend(m.hypervisor)
     except HypervisorError as exc:  # cannot connect: render from the inventory alone
-        _say_rendered_offline(ctx, m.hypervisor, exc, what, engine.recipe().version)
+        _say_rendered_offline(ctx, m, exc, what, engine.recipe().version)
     else:
         dom = backend.domain(m.vm_name)
     image = dom.image if dom else engine.recipe().version
@@ -280,12 +280,13 @@ def render_cmd(ctx: Context, name: str, what: str) -> None:
 
 
 def _say_rendered_offline(
-    ctx: Context, hv: str, exc: HypervisorError, what: str, recipe_version: str
+    ctx: Context, m: model.Municipality, exc: HypervisorError, what: str, recipe_version: str
 ) -> None:
-    uri = ctx.fleet.hypervisors[hv].uri
+    uri = ctx.fleet.hypervisors[m.hypervisor].uri
     why = exc.message if uri in exc.message else f"{uri}: {exc.message}"
     console_err.print(
-        f"note: hypervisor {esc(hv)} unreachable ({esc(why)}); rendered from the inventory alone"
+        f"note: hypervisor {esc(m.hypervisor)} unreachable ({esc(why)}); rendered from the "
+        "inventory alone"
     )
     if what == "domain":
         console_err.print(
@@ -293,8 +294,14 @@ def _say_rendered_offline(
             f"(an existing VM keeps the image it was created from); used here: the "
             f"recipe's current version {esc(recipe_version)}"
         )
+    if "ip" in m.vars:
+        console_err.print(f"note: the address {m.ip} is the inventory's explicit ip")
     else:
-        console_err.print(f"note: no value of {esc(what)} comes from the hypervisor")
+        console_err.print(
+            f"note: from the hypervisor would come the VM's address (an existing VM keeps "
+            f"the one it has); used here: the deterministic default {m.ip}, right for a VM "
+            "not created yet"
+        )
 
 
 render_cmd.name = "render"

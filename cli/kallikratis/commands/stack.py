@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from kallikratis import ansible, model, verify
+from kallikratis import addresses, ansible, model, verify
 from kallikratis.capacity import require_capacity
 from kallikratis.commands.audit import audited, record_playbook, record_results
 from kallikratis.commands.common import (
@@ -45,6 +45,7 @@ def run_deploy(
             state_dir=engine.state_dir,
             check=check,
             progress=b,
+            environment=addresses.to_env(ctx.fleet),
         )
     if as_json:
         emit_json(
