@@ -1,10 +1,13 @@
 """Public endpoints on the real shared fleet (``fresh``: reverted before and after the module):
 rate limits on the log-ins and on Datasette's SQL, Datasette's query limits, the admin
-allow-list, and `tls: acme` against Debian's pebble ACME server inside the lab namespace.
+allow-list, and `tls: acme` against Debian's pebble ACME server inside the lab namespace;
+the same deploy gives hersonissos a hostile-but-valid display name (quotes, &, <, %, $, \\,
+Greek), checked in every systemd unit and public page that shows it.
 """
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import socket
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import GATEWAY, Deployed, Fleet
+from tests.helpers.hostile import HOSTILE_DISPLAY_NAME
 from tests.helpers.pebble import Pebble
 
 SLUG = "hersonissos"  # every module on
@@ -94,8 +98,9 @@ def test_datasette_cuts_a_runaway_query_and_limits_sql_floods(site: Site) -> Non
 
 @pytest.fixture(scope="module")
 def acme(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """hersonissos switched to `tls: acme` with pebble as the ACME server, and the admin
-    paths allowed to a network the controller is not in; deployed once for the tests below."""
+    """hersonissos switched to `tls: acme` with pebble as the ACME server, the admin paths
+    allowed to a network the controller is not in, and a hostile display name; deployed once
+    (and once more, which must change nothing) for the tests below."""
     fleet, ip = site.fleet, site.ip
     work = tmp_path_factory.mktemp("acme")
     # pebble resolves every name to hersonissos through pebble-challtestsrv's mock DNS
@@ -127,7 +132,7 @@ def acme(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]
                 acme_roots="acme-roots.pem",
                 admin_allow=["192.0.2.0/24"],
             )
-            fleet.set_host(SLUG, tls="acme")
+            fleet.set_host(SLUG, tls="acme", display_name=HOSTILE_DISPLAY_NAME)
             first = fleet.kk_json("deploy", SLUG, timeout=1200)
             second = fleet.kk_json("deploy", SLUG, timeout=1200)
             verify = fleet.kk_json("verify", SLUG, check=False)
@@ -167,3 +172,36 @@ def test_admin_paths_outside_admin_allow_get_403(site: Site, acme: dict) -> None
         assert _request(site, "GET", path, cafile=roots)[0] == 403, path
     for path in ("/", "/data/", "/learn/"):
         assert _request(site, "GET", path, cafile=roots)[0] in (200, 301, 302), path
+
+
+@pytest.mark.parametrize(
+    ("unit", "prefix"),
+    [
+        ("datasette.service", "Datasette: open data of "),
+        ("kolibri.service", "Kolibri: e-learning of "),
+    ],
+)
+def test_the_hostile_name_stays_one_value_in_the_systemd_units(
+    site: Site, acme: dict, unit: str, prefix: str
+) -> None:
+    fleet = site.fleet
+    shown = fleet.ssh(SLUG, f"systemctl show -p Description --value {unit}").rstrip("\n")
+    assert shown == prefix + HOSTILE_DISPLAY_NAME
+    path = f"/etc/systemd/system/{unit}"
+    fleet.ssh(SLUG, f"sudo systemd-analyze verify {path}")  # raises on a non-zero exit
+    text = fleet.ssh(SLUG, f"cat {path}")
+    assert sum(line.startswith("Description=") for line in text.splitlines()) == 1
+    assert "[Service]" in text and text.count("[Service]") == 1, text
+    assert fleet.ssh(SLUG, f"systemctl is-active {unit}").strip() == "active"
+
+
+def test_the_hostile_name_is_shown_literally_on_the_public_pages(site: Site, acme: dict) -> None:
+    roots = site.fleet.inventory / "acme-roots.pem"
+    status, body = _request(site, "GET", "/?rest_route=/", cafile=roots)
+    assert status == 200, body[:300]
+    assert html.unescape(json.loads(body)["name"]) == HOSTILE_DISPLAY_NAME
+    status, body = _request(site, "GET", "/data/-/metadata.json", cafile=roots)
+    assert status == 200, body[:300]
+    metadata = json.loads(body)
+    assert metadata["source"] == HOSTILE_DISPLAY_NAME
+    assert metadata["title"] == f"Ανοικτά δεδομένα — {HOSTILE_DISPLAY_NAME}"

@@ -7,9 +7,12 @@ onboards with only the `opendata` module and unattended upgrades on, and destroy
 
 from __future__ import annotations
 
+import shutil
 import signal
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from pathlib import Path
 
 import libvirt
 import pytest
@@ -56,6 +59,27 @@ def test_disks_are_copy_on_write_overlays(booted: Booted, conn: libvirt.virConne
 def test_ssh_with_pinned_host_key(booted: Booted) -> None:
     for slug in SLUGS:
         assert booted.fleet.kk("ssh", slug, "--", "hostname").stdout.strip() == slug
+
+
+def test_no_private_key_stays_in_a_seed_after_the_first_boot(
+    booted: Booted, conn: libvirt.virConnect
+) -> None:
+    """`up` confirmed each VM's pinned host key, then rewrote its seed without the key."""
+    pool = conn.storagePoolLookupByName(POOL)
+    for slug in SLUGS:
+        seed = Path(pool.storageVolLookupByName(f"{FLEET}-{slug}-seed.iso").path()).read_bytes()
+        assert b"instance-id" in seed, "not a seed"  # the right volume, still attached
+        assert b"PRIVATE KEY" not in seed, f"{slug}: a private key is still in its seed"
+        xml = conn.lookupByName(f"{FLEET}-{slug}").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        assert ">retired</" in xml and "seed>" in xml, f"{slug}: seed not marked retired"
+
+
+def test_the_state_directory_is_private(booted: Booted) -> None:
+    state = booted.fleet.state
+    for d in (state, state / "fleets", state / "cp"):
+        assert d.stat().st_mode & 0o777 == 0o700, d  # the SSH control sockets live in cp/
+    for f in (p for p in state.rglob("*") if p.is_file() and not p.is_socket()):
+        assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
 
 
 def test_second_up_changes_nothing(booted: Booted, conn: libvirt.virConnect) -> None:
@@ -133,6 +157,31 @@ def test_onboard_with_modules_off_and_unattended_upgrades(scratch: Fleet) -> Non
     script = "; ".join(f"if {cmd} >/dev/null; then echo 'ok {n}'; fi" for n, cmd in checks.items())
     out = scratch.ssh(SCRATCH, script)
     assert {f"ok {n}" for n in checks} == set(out.splitlines()), out
+
+
+def test_keys_rotate_replaces_the_automation_key(scratch: Fleet, tmp_path: Path) -> None:
+    """On the scratch VM and a copy of the state directory (the shared VMs' base snapshot only
+    knows the session's key, so they keep it)."""
+    copy = tmp_path / "state"
+    shutil.copytree(scratch.state, copy, ignore=shutil.ignore_patterns("cp"))
+    rotated = Fleet(scratch.inventory, copy, dict(scratch.env, KALLIKRATIS_STATE_DIR=str(copy)))
+    before = (copy / "ssh" / "id_ed25519.pub").read_text()
+    out = rotated.kk_json("keys", "rotate", SCRATCH, timeout=600)
+    assert [(r["slug"], r["result"]) for r in out["results"]] == [(SCRATCH, "rotated")], out
+    assert (copy / "ssh" / "id_ed25519.pub").read_text() != before
+    assert rotated.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
+    ip = scratch.sites()[SCRATCH][0]
+    old_key = scratch.state / "ssh" / "id_ed25519"  # the session's key, before the rotation
+    refused = subprocess.run(
+        [
+            "ssh", "-i", str(old_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-o", f"UserKnownHostsFile={copy / 'fleets' / FLEET / 'known_hosts'}",
+            "-o", "ConnectTimeout=20", f"kallikratis@{ip}", "true",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
 
 
 def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) -> None:

@@ -12,8 +12,8 @@ service that `watch_services` makes `verify` check. In this order:
      verify green, the journal has the versions;
   5. 1.2 with --canary 1: the canary fails its checks, is reverted and serves 1.1, the run
      stops, the other is untouched; a post written before survives; the maintenance page was
-     served during the patch; a second patch run meanwhile is refused by the lock;
-  6. libvirtd restarted while 1.2 fails its checks on the other VM: the revert still happens.
+     served during the patch; a second patch run meanwhile is refused by the lock; libvirtd
+     is restarted while the canary's checks run, and the revert still happens.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
         assert lab.probe_version(slug) == "1.1"
         assert not lab.in_maintenance(slug)
         assert len(lab.snapshots(slug)) == 1, "patch_keep_snapshots defaults to 1"
-    checks = lab.fleet.kk_json("verify")["checks"]
+    checks = lab.fleet.kk_json("verify", OTHER)["checks"]  # the CANARY was verified by test 3
     assert not [c for c in checks if not c["passed"]]
     history = lab.fleet.kk_json("history", "--limit", "10")["runs"]
     patched = {
@@ -196,7 +196,10 @@ def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
         if r["result"] == "patched"
     }
     assert set(patched) == set(SLUGS), history
-    assert all("kallikratis-probe 1.0 → 1.1" in d for d in patched.values()), patched
+    assert "kallikratis-probe 1.0 → 1.1" in patched[CANARY], patched
+    # OTHER: apt on the VM may have finished the upgrade after its run was killed (the remote
+    # side goes on); then the converging run found only the reboot left to do
+    assert "kallikratis-probe 1.0 → 1.1" in patched[OTHER] or "rebooted" in patched[OTHER], patched
 
 
 def _write_post(lab: Lab, slug: str, title: str) -> None:
@@ -257,6 +260,11 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
         started = time.monotonic()
         second = lab.fleet.kk("patch", OTHER, check=False, timeout=120)
         refused_in = time.monotonic() - started
+        # libvirtd restarts while the canary's checks run: the revert that follows finds the
+        # run's connection dead, and the backend must open a new one
+        verifying = run.wait_for(f"{CANARY}: verifying", timeout=PATCH_TIMEOUT)
+        if verifying:
+            restart_libvirtd()
         code, out, err = run.finish(timeout=PATCH_TIMEOUT)
     finally:
         watcher.stop.set()
@@ -266,7 +274,9 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
     assert "patch" in second.stderr and str(run.proc.pid) in second.stderr, second.stderr
     assert refused_in < 30, f"the lock refusal took {refused_in:.0f} s"
 
+    assert verifying, f"never saw {CANARY} verifying:\n{err[-3000:]}"
     assert code == 5, out + err[-3000:]
+    assert "reconnected to" in err, err[-3000:]  # the restart did hit the run's connection
     results = _results(out, code)
     canary = results[CANARY]
     assert canary["result"] == "failed" and canary["reverted"], canary
@@ -284,28 +294,3 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
     assert (503, True) in watcher.seen, f"no maintenance page seen: {watcher.seen[:20]}"
     assert _post_titles(lab, CANARY, title) == [title], "the post is gone after the revert"
     assert lab.get(CANARY)[0] == 200
-
-
-def test_a_libvirtd_restart_mid_run_does_not_stop_the_revert(lab: Lab) -> None:
-    """1.2 (published by the canary test) fails OTHER's checks; libvirtd is restarted while
-    they run, so the revert that follows finds the run's connection dead: the backend opens a
-    new one and the VM is reverted as if nothing had happened."""
-    assert lab.probe_version(OTHER) == "1.1"
-    run = lab.fleet.popen("patch", OTHER, "--canary", "0", "--json")
-    try:
-        seen = run.wait_for(f"{OTHER}: verifying", timeout=900)
-        if seen:
-            restart_libvirtd()
-        code, out, err = run.finish(timeout=PATCH_TIMEOUT)
-    finally:
-        run.kill()
-    assert seen, f"never saw {OTHER} verifying:\n{run.stderr[-3000:]}"
-    assert code == 5, f"exit {code}\n{out}\n{err[-3000:]}"
-    assert "reconnected to" in err, err[-3000:]  # the restart did hit the run's connection
-    result = _results(out, code)[OTHER]
-    assert result["result"] == "failed" and result["reverted"], result
-    assert "serving again" in result["reason"], result["reason"]
-    assert lab.conn.lookupByName(f"{FLEET}-{OTHER}").isActive()
-    assert lab.probe_version(OTHER) == "1.1" and lab.probe_active(OTHER)
-    assert not lab.in_maintenance(OTHER)
-    assert lab.get(OTHER)[0] == 200
