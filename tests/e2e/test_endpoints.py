@@ -68,14 +68,17 @@ def site(fresh: Deployed) -> Site:
 
 
 def test_a_login_flood_is_answered_429(site: Site) -> None:
+    # the zone: 6 log-ins a minute (one more every 10 s) after a burst of 5 per client address
     body = "log=nobody&pwd=wrong&wp-submit=Log+In"
-    codes = [_request(site, "POST", "/wp-login.php", body)[0] for _ in range(11)]
-    assert codes.count(429) >= 5, codes
-    assert codes[0] != 429, codes  # a citizen's first try is served
+    started = time.monotonic()
+    codes = [_request(site, "POST", "/wp-login.php", body)[0] for _ in range(15)]
+    served = len(codes) - codes.count(429)
+    assert 429 in codes and codes[:6].count(429) == 0, codes  # a citizen's first tries pass
+    assert served <= 6 + (time.monotonic() - started) // 10 + 1, codes
     kolibri = [
-        _request(site, "POST", "/learn/api/auth/session/", '{"username":"x"}')[0] for _ in range(11)
+        _request(site, "POST", "/learn/api/auth/session/", '{"username":"x"}')[0] for _ in range(8)
     ]
-    assert kolibri.count(429) >= 5, kolibri
+    assert kolibri.count(429) >= 6, kolibri  # the same client's bucket is empty by now
 
 
 def test_datasette_cuts_a_runaway_query_and_limits_sql_floods(site: Site) -> None:
