@@ -74,12 +74,23 @@ def test_no_private_key_stays_in_a_seed_after_the_first_boot(
         assert ">retired</" in xml and "seed>" in xml, f"{slug}: seed not marked retired"
 
 
+def _open_to_others(path: Path, root: Path) -> bool:
+    """Can a user other than root (group or other) read *path*: read bits on it and search
+    bits on every directory from *root* down to it?"""
+    for bits in (0o040 | 0o010, 0o004 | 0o001):  # group, other
+        read = bits & 0o044
+        dirs = [path.parent, *[p for p in path.parent.parents if root in (p, *p.parents)]]
+        if path.stat().st_mode & read and all(d.stat().st_mode & (bits & 0o011) for d in dirs):
+            return True
+    return False
+
+
 def test_the_state_directory_is_private(booted: Booted) -> None:
     state = booted.fleet.state
-    for d in (state, state / "fleets", state / "cp"):
+    for d in (state, state / "fleets", state / "cp", state / "runs"):
         assert d.stat().st_mode & 0o777 == 0o700, d  # the SSH control sockets live in cp/
-    for f in (p for p in state.rglob("*") if p.is_file() and not p.is_socket()):
-        assert f.stat().st_mode & 0o077 == 0, f"{f} is readable by others"
+    files = [p for p in state.rglob("*") if p.is_file() and not p.is_socket()]
+    assert files and not [f for f in files if _open_to_others(f, state)]
 
 
 def test_second_up_changes_nothing(booted: Booted, conn: libvirt.virConnect) -> None:
