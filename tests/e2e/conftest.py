@@ -277,19 +277,37 @@ def dhcp_hosts(conn: libvirt.virConnect) -> set[str]:
 
 class LiveConnection:
     """The session's libvirt connection, opened again when libvirtd restarted under it (a
-    test restarts the daemon in the middle of a patch run)."""
+    test restarts the daemon in the middle of a patch run). A dead connection can still say
+    it is alive until a call fails, so a call that fails at the transport is made once more
+    on a new connection."""
+
+    LOST = (libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE)
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self._conn = libvirt.open(uri)
 
     def __getattr__(self, name: str) -> Any:
-        alive = False
-        with contextlib.suppress(libvirt.libvirtError):
-            alive = bool(self._conn.isAlive())
-        if not alive:
+        attr = getattr(self._conn, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return getattr(self._conn, name)(*args, **kwargs)
+            except libvirt.libvirtError as exc:
+                lost = exc.get_error_domain() in self.LOST or exc.get_error_code() in (
+                    libvirt.VIR_ERR_NO_CONNECT,
+                    libvirt.VIR_ERR_INVALID_CONN,
+                )
+                if not lost or name == "close":
+                    raise
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.close()
             self._conn = libvirt.open(self.uri)
-        return getattr(self._conn, name)
+            return getattr(self._conn, name)(*args, **kwargs)
+
+        return call
 
 
 def _require_lab() -> libvirt.virConnect:
