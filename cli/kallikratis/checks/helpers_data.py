@@ -13,6 +13,7 @@ run holds the municipality in maintenance mode.
 from __future__ import annotations
 
 import csv
+import html
 import http.client
 import io
 import json
@@ -21,6 +22,16 @@ import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
+
+#: the typographic quotes WordPress's wptexturize() puts in a title, back to the typed ones
+_TEXTURIZED = str.maketrans({"“": '"', "”": '"', "„": '"', "″": '"', "‘": "'", "’": "'", "′": "'"})
+
+
+def shows_name(page: str, name: str) -> bool:
+    """Does the HTML *page* show *name* literally (as a person reads it: entities decoded,
+    WordPress's curly quotes taken as the quotes they replace)?"""
+    return name.translate(_TEXTURIZED) in html.unescape(page).translate(_TEXTURIZED)
+
 
 BYPASS_ENV = "KALLIKRATIS_VERIFY_BYPASS_TOKENS"
 BYPASS_HEADER = "X-Kallikratis-Maintenance-Bypass"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers_data import csv_rows, https_get, listeners, load_spec
+from helpers_data import csv_rows, https_get, listeners, load_spec, shows_name
 
 DATABASE = "opendata"  # roles/opendata: opendata_database
 CSV_DIR = "/var/lib/opendata/csv"  # roles/opendata: opendata_home/csv
@@ -75,4 +75,4 @@ def test_opendata_titles_in_greek(host: Any, municipality: dict[str, Any]) -> No
         assert resp.status == 404
         return
     assert resp.status == 200
-    assert municipality["display_name"] in resp.body.decode("utf-8")
+    assert shows_name(resp.body.decode("utf-8"), municipality["display_name"])
