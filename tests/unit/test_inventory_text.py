@@ -131,7 +131,7 @@ CONNECTION_VARS = {
     "ansible_host": "127.0.0.1",
     "ansible_port": 2222,
     "ansible_user": "root",
-    "ansible_ssh_common_args": "-o StrictHostKeyChecking=no",
+    "ansible_ssh_common_args": "-o ProxyCommand=/tmp/x",  # a planted proxy: refused
     "ansible_become_method": "su",
     "ansible_python_interpreter": "/tmp/py",
     "ansible_shell_executable": "/tmp/sh",

@@ -74,7 +74,7 @@ def test_secrets_written_by_the_key_store_are_0600(
 
 def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root to hand a directory to another user")
+        pytest.fail("needs root to hand a directory to another user (the suite runs as root)")
     state = tmp_path / "state"
     (state / "cp").mkdir(parents=True)
     os.chown(state / "cp", 65534, 65534)
