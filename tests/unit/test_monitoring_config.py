@@ -274,3 +274,51 @@ def test_alert_log_refuses_large_or_bad_bodies(receiver: tuple[int, Path]) -> No
     assert _post(port, b"not json") == 400
     assert _post(port, b"[1, 2]") == 400
     assert not log.exists()
+
+
+_CHECK_PLAY = """\
+- name: The monitoring role's target check
+  hosts: localhost
+  gather_facts: false
+  connection: local
+  tasks:
+    - name: Check the targets
+      ansible.builtin.include_role:
+        name: monitoring
+        tasks_from: target_check.yml
+      vars:
+        monitoring_check_targets: "{{ targets }}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "ok"),
+    [
+        ({}, True),
+        ({"domain": "evil.test\n1.2.3.4 bank.example.org"}, False),
+        ({"slug": "hersonissos\n"}, False),
+        ({"ip": "192.168.150.300"}, False),
+        ({"modules": ["portal", "shell"]}, False),
+    ],
+    ids=["valid", "domain-newline", "slug-newline", "bad-ip", "unknown-module"],
+)
+def test_target_check_refuses_what_would_break_a_sink(
+    tmp_path: Path, change: dict[str, Any], ok: bool
+) -> None:
+    """Run by Ansible itself (asserts only, on localhost): a target's fields go into file names,
+    YAML and /etc/hosts on control, so anything but the expected shapes is refused."""
+    (tmp_path / "play.yml").write_text(_CHECK_PLAY)
+    (tmp_path / "vars.json").write_text(json.dumps({"targets": [TARGETS[0] | change]}))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "play.yml"]
+        + ["-e", "@vars.json"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "ANSIBLE_ROLES_PATH": str(ROLES), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
+    if not ok:
+        assert "monitoring: target" in proc.stdout
