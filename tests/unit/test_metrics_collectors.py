@@ -36,6 +36,7 @@ Inst libssl3t64 [3.5.1-1] (3.5.1-1+deb13u1 Debian-Security:13/stable-security [a
 Inst openssl [3.5.1-1] (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 Inst nginx-common [1.26.3-3] (1.26.3-3+deb13u1 Debian:13.1/stable [all])
 Inst tzdata [2025b-4] (2025b-4+deb13u1 Debian:13.1/stable-updates, Kallikratis:lab [all])
+Inst libgcrypt20 [1.11.0-7] (1.11.0-7+deb13u1 Debian:13.1/stable, Debian-Security:13/stable-security [amd64]) []
 Conf libssl3t64 (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 Conf openssl (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 """
@@ -72,7 +73,7 @@ def test_promtool_rejects_a_broken_document() -> None:
 
 
 def test_apt_simulation_counts_security_upgrades() -> None:
-    assert system.parse_simulated_upgrade(APT_SIMULATION) == (4, 2)
+    assert system.parse_simulated_upgrade(APT_SIMULATION) == (5, 3)
     assert system.parse_simulated_upgrade("Reading package lists...\n") == (0, 0)
 
 

@@ -49,7 +49,18 @@ def simulate_upgrade() -> str:
     """apt's own view of what a dist-upgrade would install (no lock, no change)."""
     env = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     return subprocess.run(
-        ["apt-get", "--simulate", "--quiet", "--quiet", "dist-upgrade"],
+        # no cache files: the unit's file system is read-only (ProtectSystem=strict)
+        [
+            "apt-get",
+            "--simulate",
+            "--quiet",
+            "--quiet",
+            "-o",
+            "Dir::Cache::pkgcache=",
+            "-o",
+            "Dir::Cache::srcpkgcache=",
+            "dist-upgrade",
+        ],
         capture_output=True,
         text=True,
         check=True,
