@@ -3,7 +3,6 @@ would, with the vars plugin's values given by the test)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ansible.parsing.dataloader import DataLoader

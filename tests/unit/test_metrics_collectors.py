@@ -28,7 +28,8 @@ import usage  # noqa: E402
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 NOW = 1_790_000_000.0
 
-APT_SIMULATION = """\
+APT_SIMULATION = (
+    """\
 NOTE: This is only a simulation!
       apt-get needs root privileges for real execution.
 Reading package lists...
@@ -36,10 +37,15 @@ Inst libssl3t64 [3.5.1-1] (3.5.1-1+deb13u1 Debian-Security:13/stable-security [a
 Inst openssl [3.5.1-1] (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 Inst nginx-common [1.26.3-3] (1.26.3-3+deb13u1 Debian:13.1/stable [all])
 Inst tzdata [2025b-4] (2025b-4+deb13u1 Debian:13.1/stable-updates, Kallikratis:lab [all])
-Inst libgcrypt20 [1.11.0-7] (1.11.0-7+deb13u1 Debian:13.1/stable, Debian-Security:13/stable-security [amd64]) []
 Conf libssl3t64 (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 Conf openssl (3.5.1-1+deb13u1 Debian-Security:13/stable-security [amd64])
 """
+    + (
+        # two origins, and the trailing " []" Debian 12's apt prints after some lines
+        "Inst libgcrypt20 [1.11.0-7] (1.11.0-7+deb13u1 Debian:13.1/stable, "
+        "Debian-Security:13/stable-security [amd64]) []\n"
+    )
+)
 
 LOG_LINE = (
     '10.0.0.{n} - - [01/Dec/2026:10:00:00 +0200] "GET {path} HTTP/1.1" 200 512 "-" "curl/8"\n'

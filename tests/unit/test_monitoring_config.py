@@ -202,7 +202,7 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     )
     for name in ("kallikratis-metrics.service", "kallikratis-alert-log.service"):
         proc = _systemd_verify(tmp_path / name)
-        # verify also complains that /usr/bin/python3's script is missing here: only unit syntax counts
+        # verify also says the script is missing here: only the unit's syntax counts
         bad = [
             line
             for line in (proc.stdout + proc.stderr).splitlines()
