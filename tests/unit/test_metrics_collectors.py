@@ -323,3 +323,27 @@ def test_label_values_are_escaped() -> None:
     assert 'version="a\\"b\\\\c\\nd"' in text
     with pytest.raises(ValueError, match="HELP/TYPE"):
         textfile.render(collect.FAMILIES, [("unknown_metric", {}, 1)])
+
+
+def test_collect_runs_as_the_unit_runs_it(tmp_path: Path) -> None:
+    """Debian's python3 running the installed script (as the systemd unit does)."""
+    config = _config(tmp_path, [])
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
+    proc = subprocess.run(
+        [python, str(LIB / "collect.py"), "--config", str(config), "maintenance", "requests"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    requests = (tmp_path / "textfile" / "kallikratis_requests.prom").read_text()
+    promtool_parses(requests)
+    assert values(requests)['kallikratis_http_requests_total{module="other"}'] == 2
+    bad = subprocess.run(
+        [python, str(LIB / "collect.py"), "--config", str(config), "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

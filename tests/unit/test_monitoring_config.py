@@ -322,3 +322,23 @@ def test_target_check_refuses_what_would_break_a_sink(
     assert (proc.returncode == 0) is ok, proc.stdout + proc.stderr
     if not ok:
         assert "monitoring: target" in proc.stdout
+
+
+def test_alert_history_rotation_parses(tmp_path: Path) -> None:
+    log = tmp_path / "alerts.jsonl"
+    log.write_text('{"status": "firing"}\n')
+    conf = tmp_path / "kallikratis-alerts"
+    conf.write_text(
+        render(
+            "monitoring",
+            "etc/logrotate.d/kallikratis-alerts.j2",
+            CONTROL_VARS,
+            monitoring_alert_log_file=str(log),
+        )
+    )
+    conf.chmod(0o644)
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    proc = _run([logrotate, "--debug", "--state", str(tmp_path / "state"), str(conf)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"considering log {log}" in proc.stdout + proc.stderr
+    assert "error" not in (proc.stdout + proc.stderr).lower()
