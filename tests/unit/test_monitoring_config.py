@@ -200,7 +200,23 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     (tmp_path / "kallikratis-alert-log.service").write_text(
         render("monitoring", "etc/systemd/system/kallikratis-alert-log.service.j2", CONTROL_VARS)
     )
-    for name in ("kallikratis-metrics.service", "kallikratis-alert-log.service"):
+    dropin = tmp_path / "prometheus.service.d"
+    dropin.mkdir()
+    (tmp_path / "prometheus.service").write_text(
+        "[Service]\nExecStart=/usr/bin/prometheus $ARGS\nRestart=on-abnormal\n"
+    )
+    (dropin / "kallikratis.conf").write_text(
+        render(
+            "monitoring",
+            "etc/systemd/system/prometheus.service.d/kallikratis.conf.j2",
+            CONTROL_VARS,
+        )
+    )
+    for name in (
+        "kallikratis-metrics.service",
+        "kallikratis-alert-log.service",
+        "prometheus.service",
+    ):
         proc = _systemd_verify(tmp_path / name)
         # verify also says the script is missing here: only the unit's syntax counts
         bad = [
