@@ -41,7 +41,7 @@ CONTROL_VARS: dict[str, Any] = {
     "kallikratis_alert_email": "",
     "kallikratis_alert_webhook_url": "",
     "kallikratis_alert_smtp_smarthost": "",
-    "kallikratis_report_password_file": "/nonexistent/report-password",
+    "vault_monitoring_report_password": "unit-test-dashboard-password",
     "kallikratis_tls_cert_file": "/nonexistent/control.crt",
     "kallikratis_tls_key_file": "/nonexistent/control.key",
     "kallikratis_tls_ca_file": "/nonexistent/ca.crt",

@@ -1,7 +1,7 @@
 """The control VM's dashboard (roles/monitoring): its nginx site rendered by Ansible, its
-basic-auth file made by the role's own expression (password_hash from the vaulted password
-file), checked by `nginx -t` and then run on 127.0.0.1: no password 401, a wrong one 401, the
-right one 200, and an address outside the admin allow-list 403."""
+basic-auth file made by the role's own expression (password_hash of the vaulted password),
+checked by `nginx -t` and then run on 127.0.0.1: no password 401, a wrong one 401, the right
+one 200, and an address outside the admin allow-list 403."""
 
 from __future__ import annotations
 
@@ -34,14 +34,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _htpasswd(tmp_path: Path) -> str:
+def _htpasswd() -> str:
     """The role's task, rendered as Ansible would: its content with its vars."""
     tasks = yaml.safe_load((ROLES / "monitoring/tasks/dashboard.yml").read_text())
     task = next(t for t in tasks if "password file" in t["name"])
-    password_file = tmp_path / "report-password"
-    password_file.write_text(PASSWORD + "\n")
     values = role_defaults("monitoring") | CONTROL_VARS
-    values["kallikratis_report_password_file"] = str(password_file)
+    values["vault_monitoring_report_password"] = PASSWORD  # as Ansible loads control's vault
     for name, value in task["vars"].items():
         values[name] = trust_as_template(value)
     with warnings.catch_warnings():  # "already configured" after the first test
@@ -84,7 +82,7 @@ def _site(tmp_path: Path, https: int, allow: list[str]) -> Path:
     text = re.sub(r"\n *listen \[::\]:\d+ .*;", "", text)
     text = text.replace("http2 on;", "")  # the host's nginx 1.22 predates it (the VMs: 1.26)
     (tmp_path / "site.conf").write_text(text)
-    (tmp_path / "htpasswd").write_text(_htpasswd(tmp_path))
+    (tmp_path / "htpasswd").write_text(_htpasswd())
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\nhttp {{\n"
@@ -111,8 +109,8 @@ def _get(port: int, password: str | None) -> int:
 
 
 def test_password_file_is_stable_and_hashed(tmp_path: Path) -> None:
-    first = _htpasswd(tmp_path)
-    assert first == _htpasswd(tmp_path), "a second run would report a change"
+    first = _htpasswd()
+    assert first == _htpasswd(), "a second run would report a change"
     # $6$ without rounds=: passlib leaves out glibc's default of 5000
     assert re.fullmatch(r"kallikratis:\$6\$[0-9a-f]{16}\$[./0-9A-Za-z]{86}\n", first), first
     assert PASSWORD not in first

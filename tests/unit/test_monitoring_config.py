@@ -63,6 +63,8 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     # (the controller's patch results) keep theirs
     assert not jobs["node"].get("honor_labels") and jobs["control"]["honor_labels"] is True
     assert jobs["control"]["static_configs"][0]["labels"]["municipality"] == "control"
+    # every VM's node exporter answers to up{job="node"}, control's too
+    assert jobs["control"]["relabel_configs"] == [{"target_label": "job", "replacement": "node"}]
     assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
 
 
