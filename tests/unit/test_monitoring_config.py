@@ -68,6 +68,15 @@ def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     assert jobs["blackbox"]["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
 
 
+def test_lab_intervals_are_valid(tmp_path: Path) -> None:
+    """The lab scrapes and probes every few seconds: still a valid config (no timeout longer
+    than its interval)."""
+    lab = {"monitoring_scrape_interval": "5s", "monitoring_probe_interval": "5s"}
+    path = _prometheus(tmp_path, **lab)
+    proc = _run([PROMTOOL, "check", "config", str(path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_promtool_refuses_a_broken_prometheus_config(tmp_path: Path) -> None:
     path = _prometheus(tmp_path, monitoring_scrape_interval="often")
     assert _run([PROMTOOL, "check", "config", str(path)]).returncode != 0
