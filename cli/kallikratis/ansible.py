@@ -176,15 +176,17 @@ def run_playbook(
     progress: TaskProgress | None = None,
     extravars: dict[str, Any] | None = None,
     environment: dict[str, str] | None = None,
+    tag: str = "",
 ) -> PlaybookRun:
     """*environment*: more variables for ansible-playbook (the fleet's actual addresses for
-    the vars plugin: :func:`kallikratis.addresses.to_env`)."""
+    the vars plugin: :func:`kallikratis.addresses.to_env`); *tag*: tells apart the private
+    directories of runs started side by side."""
     import ansible_runner
 
     runs = paths.StateDir(state_dir).secure().runs
     runs.mkdir(mode=0o700, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}"
+    private = runs / f"{stamp}-{Path(playbook).stem}-{os.getpid()}{'-' + tag if tag else ''}"
     private.mkdir(mode=0o700)
     hosts: dict[str, HostOutcome] = {h: HostOutcome() for h in limit}
     env, strategy = runner_environment(state_dir)

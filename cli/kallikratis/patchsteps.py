@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kallikratis import addresses, ansible, model, verify
+from kallikratis import addresses, model, siterun, verify
 from kallikratis.guest import Guest
 from kallikratis.patch import Progress, Steps
 from kallikratis.provision import Engine
@@ -25,10 +25,9 @@ def fleet_steps(
             if name not in ("ok", "failed", "unreachable"):
                 progress(slug, ("checking stack: " if check else "deploying: ") + name)
 
-        run = ansible.run_playbook(
-            "site.yml",
+        run = siterun.run_site(
             engine.fleet.inventory,
-            limit=[m.slug for m in members],
+            members,
             state_dir=engine.state_dir,
             check=check,
             progress=task,

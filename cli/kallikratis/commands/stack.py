@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from kallikratis import addresses, ansible, model, verify
+from kallikratis import addresses, ansible, model, siterun, verify
 from kallikratis.capacity import require_capacity
 from kallikratis.commands.audit import audited, record_playbook, record_results
 from kallikratis.commands.common import (
@@ -38,10 +38,9 @@ def run_deploy(
     engine = ctx.engine
     prepare_stack(ctx.fleet, engine.keys, engine.state_dir, selection)
     with PhaseBoard([m.slug for m in selection], "deploy" + (" --check" if check else "")) as b:
-        run = ansible.run_playbook(
-            "site.yml",
+        run = siterun.run_site(
             ctx.fleet.inventory,
-            limit=[m.slug for m in selection],
+            selection,
             state_dir=engine.state_dir,
             check=check,
             progress=b,
