@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from kallikratis.prometheus_api import Series  # noqa: E402
 from kallikratis.reportmetrics import DAY  # noqa: E402
 
+_COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
 STYLE: Any = {
     "svg.fonttype": "path",
     "font.family": "DejaVu Sans",
@@ -35,7 +37,10 @@ def _svg(fig: Figure) -> str:
     fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = out.getvalue()
-    return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline in HTML
+    text = text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline in HTML
+    # matplotlib repeats every text as a comment (escaped, "--" broken up): not needed, since
+    # the glyphs are paths; dropping them keeps inventory strings out of the page's markup
+    return _COMMENT.sub("", text)
 
 
 def _days(end: float, count: int) -> list[float]:

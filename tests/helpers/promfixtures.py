@@ -89,11 +89,14 @@ class PromFixtures:
                 fixtures.requests.append((endpoint, expr))
                 answer = fixtures.answers.get(endpoint, {}).get(expr)
                 if answer is None:
-                    status, answer = 400, {
-                        "status": "error",
-                        "errorType": "bad_data",
-                        "error": f"no recorded answer for {expr!r}",
-                    }
+                    status, answer = (
+                        400,
+                        {
+                            "status": "error",
+                            "errorType": "bad_data",
+                            "error": f"no recorded answer for {expr!r}",
+                        },
+                    )
                 else:
                     status = 200
                 body = json.dumps(answer).encode()
