@@ -1,4 +1,5 @@
-"""The scorecard's charts, drawn by matplotlib (Agg backend) as inline SVG.
+"""The scorecard's charts, drawn by matplotlib as inline SVG (Figure objects, no pyplot: no
+global state, no GUI backend).
 
 Text is drawn as paths (``svg.fonttype = path``) in DejaVu Sans, which has Greek: the page
 needs no font and no other file. Heatmaps (municipality x day) stay readable for 332 rows.
@@ -14,15 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import matplotlib
+import matplotlib.dates as mdates
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from kallikratis.prometheus_api import Series
+from kallikratis.reportmetrics import DAY
 
-from kallikratis.prometheus_api import Series  # noqa: E402
-from kallikratis.reportmetrics import DAY  # noqa: E402
-
+ROW_INCHES = 0.16
 _COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
 STYLE: Any = {
     "svg.fonttype": "path",
@@ -34,13 +33,16 @@ STYLE: Any = {
 
 def _svg(fig: Figure) -> str:
     out = io.StringIO()
-    fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
+    fig.savefig(out, format="svg", metadata={"Date": None})
     text = out.getvalue()
     text = text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE: inline in HTML
     # matplotlib repeats every text as a comment (escaped, "--" broken up): not needed, since
     # the glyphs are paths; dropping them keeps inventory strings out of the page's markup
     return _COMMENT.sub("", text)
+
+
+def _short(name: str, limit: int = 34) -> str:
+    return name if len(name) <= limit else name[: limit - 1] + "…"
 
 
 def _days(end: float, count: int) -> list[float]:
@@ -72,9 +74,16 @@ def heatmap(
             {math.floor(t / DAY): v for t, v in by_slug[slug].points} if slug in by_slug else {}
         )
         grid.append([points.get(math.floor(c / DAY), math.nan) for c in columns])
-    with plt.rc_context(STYLE):
-        height = 1.2 + 0.14 * max(len(grid), 1)
-        fig, ax = plt.subplots(figsize=(9, height))
+    rows = max(len(grid), 1)
+    with matplotlib.rc_context(STYLE):
+        # fixed margins (inches), no "tight" layout: measuring every label costs a second
+        width, left, right, top, bottom = 10.0, 2.7, 1.0, 0.35, 0.45
+        height = top + bottom + ROW_INCHES * rows
+        fig = Figure(figsize=(width, height))
+        ax = fig.subplots()
+        fig.subplots_adjust(
+            left=left / width, right=1 - right / width, top=1 - top / height, bottom=bottom / height
+        )
         image = ax.imshow(
             grid or [[math.nan] * days],
             aspect="auto",
@@ -83,7 +92,7 @@ def heatmap(
             vmin=vmin,
             vmax=vmax,
         )
-        ax.set_yticks(range(len(names)), list(names.values()))
+        ax.set_yticks(range(len(names)), [_short(n) for n in names.values()])
         ticks = list(range(0, days, 5))
         ax.set_xticks(ticks, [_label(columns[i]) for i in ticks])
         ax.set_title(title, loc="left")
@@ -93,8 +102,10 @@ def heatmap(
 
 def lines(series: Mapping[str, Sequence[Series]], *, title: str, ylabel: str) -> str:
     """One line per named series (each a single fleet-wide series), dates on the x axis."""
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(9, 2.6))
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(10.0, 2.8))
+        ax = fig.subplots()
+        fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.22)
         for label, found in series.items():
             for s in found:
                 ax.plot(

@@ -141,7 +141,7 @@ def _threshold(name: str, metrics: Metrics, query: str, slug: str, ok: Any, fmt:
 def _journal_check(name: str, last: tuple[str, str] | None) -> Check:
     if last is None:
         return Check(name, GREEN, "never")
-    return _check(name, last[1] != "failed", f"{last[1]} at {last[0]}")
+    return _check(name, last[1] != "failed", f"{last[1]} {last[0][:10]}")
 
 
 def _stack(metrics: Metrics, slug: str, newest: dict[str, str]) -> tuple[Check, dict[str, str]]:

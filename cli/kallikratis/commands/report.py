@@ -70,13 +70,18 @@ def _cell(row: Row, name: str, text: str) -> str:
     return f"[{COLOURS[state]}]{esc(text) if state != 'unknown' else 'unknown'}[/]"
 
 
-def _table(rep: scorecard.Report) -> None:
+def _title(rep: scorecard.Report) -> str:
     s = rep.summary
-    table = Table(
-        title=f"fleet {esc(rep.fleet)}: {s.compliance_pct:.1f} % compliant "
-        f"({s.green} green, {s.red} red, {s.unknown} unknown of {s.total})",
-        title_justify="left",
+    flags = ", ".join(f"{n} {flag}" for flag, n in s.flagged.items())
+    return (
+        f"fleet {esc(rep.fleet)}: {s.compliance_pct:.1f} % compliant "
+        f"({s.green} green, {s.red} red, {s.unknown} unknown of {s.total})"
+        + (f"; flagged: {esc(flags)}" if flags else "")
     )
+
+
+def _table(rep: scorecard.Report) -> None:
+    table = Table(title=_title(rep), title_justify="left")
     for col in ("municipality", "overall", "state", "avail. 30d", "tls days", "pending (sec.)",
                 "image", "stack", "last patch", "red checks", "flags"):  # fmt: skip
         table.add_column(col)
@@ -173,6 +178,8 @@ def report_cmd(
         emit_json(scorecard.as_dict(rep))
     elif as_csv:
         _csv(rep)
+    elif html_file or publish:  # the page has the table: one line here (and in the timer's log)
+        console.print(_title(rep))
     else:
         _table(rep)
     if rep.failing:
