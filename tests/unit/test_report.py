@@ -13,12 +13,13 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from kallikratis import model, report, reportpublish, reportrow
+from kallikratis import model, report, reportpublish, reportrow, verify
 from kallikratis.cli import main_group
 from kallikratis.commands import common
 from kallikratis.errors import KallikratisError
@@ -341,3 +342,60 @@ def test_schedule_report_units_pass_systemd_analyze_verify(
     )
     assert proc.returncode == 0, proc.stderr
     assert "kallikratis-report" not in proc.stderr, proc.stderr
+
+
+def test_record_script_writes_what_the_fixture_server_serves(
+    fixtures: PromFixtures, prom_url: str, tmp_path: Path
+) -> None:
+    """scripts/record-prometheus against a server (here the fixtures themselves): every query
+    of the report is asked, stored as answered, and the map loads back to the same answers."""
+    script = Path(__file__).parents[2] / "scripts" / "record-prometheus"
+    done = subprocess.run(
+        [sys.executable, str(script), prom_url, "--out", str(tmp_path), "--at", "1764547200"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert PromFixtures.load(tmp_path).answers == fixtures.answers
+    assert sorted(set(fixtures.requests)) == sorted(
+        [("query", q) for q in QUERIES.values()]
+        + [("query_range", q) for q, _ in RANGE_QUERIES.values()]
+    )
+
+
+def test_verify_is_journaled_and_shows_in_the_report(
+    inv: InventoryCopy,
+    make_engine: MakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    prom_url: str,
+) -> None:
+    """`verify` records passed/failed per municipality; the report's verify column reads it.
+    (The testinfra run itself needs VMs: here it answers fixed checks.)"""
+    engine = running_engine(inv, make_engine, SLUGS)
+
+    def checks(fleet, selection, state_dir, keyword=None, *, maintenance=False, progress=None):  # type: ignore[no-untyped-def]
+        return [
+            verify.Check(m.slug, name, not (m.slug == M and name == "portal"))
+            for m in selection
+            for name in ("ssh", "portal")
+        ], 1.0
+
+    monkeypatch.setattr(verify, "run", checks)
+    monkeypatch.setattr(common.Context, "engine", property(lambda _self: engine))
+    monkeypatch.setattr(common.Context, "fleet", property(lambda _self: engine.fleet))
+    monkeypatch.setattr(common.Context, "declared", property(lambda _self: engine.fleet))
+    result = CliRunner().invoke(main_group, ["-i", str(inv.root), "verify", "--json"])
+    assert code(result) == 5, result.output
+    [run] = Journal(engine.state_dir).runs()
+    assert (run.command, run.status) == ("verify", "failed")
+    assert {r.slug: (r.result, r.detail) for r in run.results} == {
+        A: ("passed", "2/2 checks passed"),
+        M: ("failed", "1/2 checks passed"),
+        H: ("passed", "2/2 checks passed"),
+    }
+    rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.municipalities, prom_url)
+    rows = {r.slug: r for r in rep.rows}
+    assert rows[M].check("verify").state == "red" and rows[H].check("verify").state == "green"
+    assert rows[H].figures["last_verify_result"] == "passed"
