@@ -159,6 +159,26 @@ def _stack(metrics: Metrics, slug: str, newest: dict[str, str]) -> tuple[Check, 
     return _check("stack", not behind, "; ".join(behind)), mine
 
 
+def _metric_checks(metrics: Metrics, slug: str, now: float) -> tuple[Check, ...]:
+    """The checks read from Prometheus (node exporter, blackbox, our collectors)."""
+    week = PENDING_MAX_DAYS * DAY
+    return (
+        _threshold("node", metrics, "node_up", slug, lambda v: v == 1, "up={:g}"),
+        _portal(metrics, slug),
+        _threshold("availability", metrics, "availability_30d", slug,
+                   lambda v: v >= AVAILABILITY_TARGET, "{:.2%} over 30 days"),
+        _threshold("tls", metrics, "tls_days", slug, lambda v: v >= TLS_MIN_DAYS,
+                   "{:.0f} days left"),
+        _age_check("security", metrics, "security_pending_since", slug, week, now,
+                   "security updates pending"),
+        _age_check("reboot", metrics, "reboot_since", slug, week, now, "reboot required"),
+        _age_check("maintenance", metrics, "maintenance_since", slug,
+                   MAINTENANCE_MAX_HOURS * 3600, now, "maintenance mode"),
+        _threshold("disk", metrics, "disk_used", slug, lambda v: v < DISK_MAX_USED,
+                   "{:.0%} used"),
+    )  # fmt: skip
+
+
 def build_row(
     s: StatusRow,
     metrics: Metrics,
@@ -176,41 +196,7 @@ def build_row(
     checks = (
         _check("state", s.state == "running" if live else None, s.state),
         _check("drift", not s.drift if live else None, "; ".join(s.drift)),
-        _threshold("node", metrics, "node_up", slug, lambda v: v == 1, "up={:g}"),
-        _portal(metrics, slug),
-        _threshold(
-            "availability",
-            metrics,
-            "availability_30d",
-            slug,
-            lambda v: v >= AVAILABILITY_TARGET,
-            "{:.2%} over 30 days",
-        ),
-        _threshold(
-            "tls", metrics, "tls_days", slug, lambda v: v >= TLS_MIN_DAYS, "{:.0f} days left"
-        ),
-        _age_check(
-            "security",
-            metrics,
-            "security_pending_since",
-            slug,
-            PENDING_MAX_DAYS * DAY,
-            now,
-            "security updates pending",
-        ),
-        _age_check(
-            "reboot", metrics, "reboot_since", slug, PENDING_MAX_DAYS * DAY, now, "reboot required"
-        ),
-        _age_check(
-            "maintenance",
-            metrics,
-            "maintenance_since",
-            slug,
-            MAINTENANCE_MAX_HOURS * 3600,
-            now,
-            "maintenance mode",
-        ),
-        _threshold("disk", metrics, "disk_used", slug, lambda v: v < DISK_MAX_USED, "{:.0%} used"),
+        *_metric_checks(metrics, slug, now),
         _check(
             "image",
             (image == current_image) if image and current_image else None,
@@ -222,16 +208,8 @@ def build_row(
     )
     figures = _figures(metrics, slug, now, image, versions, patch, verify)
     use = _use(metrics, slug, now)
-    return Row(
-        slug,
-        s.display_name,
-        s.modules,
-        s.state,
-        checks,
-        figures,
-        use,
-        _flags(s.modules, use, checks),
-    )
+    flags = _flags(s.modules, use, checks)
+    return Row(slug, s.display_name, s.modules, s.state, checks, figures, use, flags)
 
 
 def _image_of(metrics: Metrics, slug: str) -> str:
