@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from kallikratis import report, reportrow
+from kallikratis.cli import main_group
 from kallikratis.journal import Journal
 from kallikratis.prometheus_api import Prometheus, PrometheusError
 from kallikratis.reportmetrics import QUERIES, RANGE_QUERIES
@@ -223,3 +225,22 @@ def test_html_is_self_contained_and_escaped(
     assert not re.search(r"url\(\s*['\"]?(https?:)?//|@import|<link|<iframe", html, re.I)
     # the three charts, drawn by matplotlib as inline SVG (text as paths: no font needed)
     assert html.count("<svg") == 3 and "<!--" not in html
+
+
+def test_unreachable_libvirt_leaves_state_unknown(
+    inv: InventoryCopy, prom_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No hypervisor: the state and drift columns are unknown and stderr says why; the rest
+    still comes from Prometheus (the image version too: the VM's own report of it)."""
+    inv.set_hypervisor(libvirt_uri=f"test://{tmp_path}/no-such-node.xml")
+    monkeypatch.setenv("KALLIKRATIS_STATE_DIR", str(tmp_path / "state"))
+    args = ["-i", str(inv.root), "report", H, "--json", "--prometheus", prom_url]
+    result = CliRunner().invoke(main_group, args)
+    [row] = json.loads(result.stdout)["municipalities"]
+    assert (row["state"], row["checks"]["state"]["state"]) == ("unknown", "unknown")
+    assert row["checks"]["drift"]["state"] == "unknown"
+    assert row["checks"]["portal"]["state"] == "green"
+    # the recorded image version is not the recipe's: that one is read, and red
+    assert [c for c, v in row["checks"].items() if v["state"] == "red"] == ["image"]
+    assert row["image"] == "5f0c2d9a1b7e" and code(result) == 5
+    assert "warning: libvirt" in result.stderr and "VM state unknown" in result.stderr
