@@ -83,7 +83,7 @@ def main() -> None:
         inv = make_inventory(root)
         state = root / "state"
         fleet = inventory.load(inv)
-        slugs = [m.slug for m in fleet.municipalities]
+        slugs = [m.slug for m in fleet.tenants]
         with Journal(state).run("patch", ["kallikratis", "patch", "--all"], inv, slugs) as rec:
             for slug in slugs:
                 rec.result(slug, "patched", "", 60.0)
@@ -103,7 +103,7 @@ def main() -> None:
             }
             engine = Engine(fleet, state_dir=state)
             start = time.monotonic()
-            rep = report.collect(engine, Journal(state), report.tenants(fleet), url)
+            rep = report.collect(engine, Journal(state), fleet.tenants, url)
             collect_s = time.monotonic() - start
             start = time.monotonic()
             html = reporthtml.page(rep)

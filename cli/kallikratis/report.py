@@ -180,32 +180,13 @@ PROMETHEUS_PORT = 9090
 JOURNAL_RUNS = 2000
 
 
-def tenants(fleet: model.Fleet) -> tuple[model.Municipality, ...]:
-    """The real municipalities (not the center's own VMs)."""
-    found = getattr(fleet, "tenants", None)
-    if found is not None:
-        return tuple(found)
-    return tuple(m for m in fleet.municipalities if not getattr(m, "central_roles", ()))
-
-
-def control_vm(fleet: model.Fleet) -> model.Municipality | None:
-    """The central VM with the role ``control`` (Prometheus, the dashboard), if any."""
-    if hasattr(fleet, "control"):
-        found: model.Municipality | None = fleet.control
-        return found
-    for m in fleet.municipalities:
-        if "control" in getattr(m, "central_roles", ()):
-            return m
-    return None
-
-
 def prometheus_url(fleet: model.Fleet, override: str | None = None) -> str | None:
     """--prometheus, else $KALLIKRATIS_PROMETHEUS_URL, else the control VM's port 9090."""
     if override:
         return override
     if os.environ.get(PROMETHEUS_URL_ENV):
         return os.environ[PROMETHEUS_URL_ENV]
-    control = control_vm(fleet)
+    control = fleet.control
     return f"http://{control.ip}:{PROMETHEUS_PORT}" if control else None
 
 

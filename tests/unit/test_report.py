@@ -63,10 +63,10 @@ def test_checks_flags_and_compliance(
 ) -> None:
     engine = running_engine(inv, make_engine, ())
     fleet = engine.fleet
-    rep = report.collect(engine, Journal(engine.state_dir), fleet.municipalities, prom_url)
+    rep = report.collect(engine, Journal(engine.state_dir), fleet.tenants, prom_url)
     assert rep.warnings == ()
     rows = {r.slug: r for r in rep.rows}
-    assert [r.slug for r in rep.rows] == [m.slug for m in fleet.municipalities]
+    assert [r.slug for r in rep.rows] == [m.slug for m in fleet.tenants]
     assert rows[H].overall == rows[A].overall == "green", [rows[H].checks, rows[A].checks]
     red = {c.name for c in rows[M].checks if c.state == "red"}
     assert red == {"portal", "availability", "security", "stack"}
@@ -90,7 +90,7 @@ def test_absent_vm_and_old_image_are_red(
     inv: InventoryCopy, make_engine: MakeEngine, prom_url: str
 ) -> None:
     engine = running_engine(inv, make_engine, (H,))
-    rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.municipalities, prom_url)
+    rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.tenants, prom_url)
     rows = {r.slug: r for r in rep.rows}
     assert rows[H].overall == "green"
     absent = rows[A]
@@ -105,7 +105,7 @@ def test_one_refused_query_makes_one_column_unknown(
     engine = running_engine(inv, make_engine, ())
     del fixtures.answers["query"][QUERIES["tls_days"]]
     with fixtures.serve() as url:
-        rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.municipalities, url)
+        rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.tenants, url)
     [warning] = rep.warnings
     assert "tls_days" in warning and "no recorded answer" in warning
     row = next(r for r in rep.rows if r.slug == H)
@@ -126,7 +126,7 @@ def test_last_patch_and_verify_from_the_journal(
     journal.finish(failing, "failed", 5, "patch failed on: hersonissos")
     with journal.run("onboard", ["kallikratis", "onboard", A], None, [A]) as record:
         record.result(A, "failed", "verify")
-    rep = report.collect(engine, journal, engine.fleet.municipalities, prom_url)
+    rep = report.collect(engine, journal, engine.fleet.tenants, prom_url)
     rows = {r.slug: r for r in rep.rows}
     assert rows[H].figures["last_patch_result"] == "failed"
     assert rows[H].check("patch").state == "red" and rows[H].overall == "red"
@@ -183,7 +183,7 @@ def test_json_and_csv(
     assert row["use"]["dataset_rows"] == 12873 and row["versions"]["kolibri"] == "0.18.1"
     as_csv = cli(engine, monkeypatch, "--csv", url=prom_url)
     lines = list(csv.DictReader(io.StringIO(as_csv.stdout)))
-    assert [r["slug"] for r in lines] == [m.slug for m in engine.fleet.municipalities]
+    assert [r["slug"] for r in lines] == [m.slug for m in engine.fleet.tenants]
     minoa = next(r for r in lines if r["slug"] == M)
     assert minoa["red_checks"] == "portal availability security stack"
     assert minoa["flags"] == "no-news-90d no-consultation" and minoa["posts"] == "0.0"
@@ -244,3 +244,22 @@ def test_unreachable_libvirt_leaves_state_unknown(
     assert [c for c, v in row["checks"].items() if v["state"] == "red"] == ["image"]
     assert row["image"] == "5f0c2d9a1b7e" and code(result) == 5
     assert "warning: libvirt" in result.stderr and "VM state unknown" in result.stderr
+
+
+def test_central_vms_are_not_rows_and_control_is_the_default_prometheus(
+    inv: InventoryCopy, make_engine: MakeEngine, monkeypatch: pytest.MonkeyPatch, prom_url: str
+) -> None:
+    inv.add_central()
+    engine = running_engine(inv, make_engine, (*SLUGS, "control"))
+    control = engine.fleet.control
+    assert control is not None
+    monkeypatch.delenv(report.PROMETHEUS_URL_ENV, raising=False)
+    assert report.prometheus_url(engine.fleet) == f"http://{control.ip}:9090"
+    monkeypatch.setenv(report.PROMETHEUS_URL_ENV, "http://10.0.0.9:9090")
+    assert report.prometheus_url(engine.fleet) == "http://10.0.0.9:9090"
+    assert report.prometheus_url(engine.fleet, prom_url) == prom_url  # --prometheus first
+    result = cli(engine, monkeypatch, "--json", url=prom_url)
+    rows = [r["slug"] for r in json.loads(result.stdout)["municipalities"]]
+    assert rows == [m.slug for m in engine.fleet.tenants] and "control" not in rows
+    refused = cli(engine, monkeypatch, "control", url=prom_url)
+    assert code(refused) == 2 and "unknown municipality: control" in str(refused.exception)

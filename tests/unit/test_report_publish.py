@@ -147,7 +147,7 @@ def test_verify_is_journaled_and_shows_in_the_report(
         M: ("failed", "1/2 checks passed"),
         H: ("passed", "2/2 checks passed"),
     }
-    rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.municipalities, prom_url)
+    rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.tenants, prom_url)
     rows = {r.slug: r for r in rep.rows}
     assert rows[M].check("verify").state == "red" and rows[H].check("verify").state == "green"
     assert rows[H].figures["last_verify_result"] == "passed"

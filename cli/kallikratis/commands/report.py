@@ -159,7 +159,7 @@ def report_cmd(
     if as_json and as_csv:
         raise UsageError("give --json or --csv, not both")
     fleet = ctx.fleet
-    tenants = scorecard.tenants(fleet)
+    tenants = fleet.tenants
     unknown = [n for n in names if n not in {m.slug for m in tenants}]
     if unknown:
         known = ", ".join(m.slug for m in tenants)
@@ -200,7 +200,7 @@ def _page(ctx: Context, rep: scorecard.Report, html_file: Path | None, publish: 
             raise UsageError(f"cannot write {html_file}: {exc.strerror}") from exc
         console_err.print(f"wrote {esc(html_file)}")
     if publish:
-        control = scorecard.control_vm(ctx.fleet)
+        control = ctx.fleet.control
         if control is None:
             raise UsageError("--publish needs a central VM with role control in the inventory")
         reportpublish.publish(ctx.engine.target(control), html)
