@@ -1,9 +1,8 @@
 """`kallikratis report` against the real fleet: Prometheus on the control VM, libvirt, the journal.
 
-Assumes (issue 10, the lead's part): the e2e inventory copied from inventories/crete holds the
-central VM ``control`` (group ``central``, ``central_roles: [control]``), brought up by
-``up --all`` and given the monitoring role by ``deploy --all`` (the ``deployed`` fixture), with
-the alert and probe durations shortened for the lab. Prometheus is then reachable at
+Assumes (issue 10): the shared e2e fleet holds the central VM :data:`CONTROL` (brought up by
+``up --all`` and given the monitoring role by ``deploy --all``: the ``deployed`` fixture), with
+the probe and scrape intervals short enough for the lab. Prometheus is then reachable at
 ``http://<control ip>:9090`` from the lab's namespace, where these tests run.
 
 Budget (TCG): no boot and no deploy of its own; a few scrapes and probe rounds, ~3-4 min.
@@ -16,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.e2e.conftest import SLUGS, Deployed
+from tests.e2e.conftest import CONTROL, SLUGS, Deployed
 
 #: Prometheus scrapes and probes every 15 s or so in the lab; a change shows within minutes
 WAIT_S = 240.0
@@ -57,7 +56,7 @@ def test_report_reads_prometheus_for_every_municipality(fresh: Deployed) -> None
         "every municipality scraped and probed",
     )
     assert data["summary"]["prometheus"] == "ok" and data["warnings"] == []
-    assert sorted(_rows(data)) == sorted(SLUGS)  # the central VM is not a municipality
+    assert sorted(_rows(data)) == sorted(SLUGS) and CONTROL not in _rows(data)
     for slug in SLUGS:
         row = _rows(data)[slug]
         assert row["checks"]["state"]["state"] == "green" and row["state"] == "running"
@@ -85,7 +84,7 @@ def test_publish_puts_the_page_on_control(fresh: Deployed, tmp_path: Any) -> Non
     done = fresh.fleet.kk("report", "--publish", "--html", str(page), check=False, timeout=300)
     assert done.returncode in (0, 5), done.stderr[-3000:]
     assert "published https://control." in done.stderr
-    served = fresh.fleet.ssh("control", "sudo cat /var/www/kallikratis-report/index.html")
+    served = fresh.fleet.ssh(CONTROL, "sudo cat /var/www/kallikratis-report/index.html")
     assert served == page.read_text(encoding="utf-8")
     assert served.count("<svg") == 3 and "Δήμος Χερσονήσου" in served
 
