@@ -102,7 +102,7 @@ def latest_results(runs: Sequence[RunEntry], commands: Sequence[str]) -> dict[st
 def build(
     fleet: str,
     statuses: Sequence[StatusRow],
-    runs: Sequence[RunEntry],
+    runs: Sequence[RunEntry] | None,
     metrics: Metrics,
     *,
     current_image: str,
@@ -110,9 +110,10 @@ def build(
     prometheus: str,
     warnings: Sequence[str] = (),
 ) -> Report:
-    """The report of the municipalities in *statuses* (tenants only, in inventory order)."""
-    patches = latest_results(runs, ("patch",))
-    verifies = latest_results(runs, ("verify", "onboard"))
+    """The report of the municipalities in *statuses* (tenants only, in inventory order);
+    *runs* None: the journal could not be read."""
+    patches = latest_results(runs or (), ("patch",))
+    verifies = latest_results(runs or (), ("verify", "onboard"))
     stack = newest_versions(metrics)
     prom_now = metrics.value("now", "") or metrics.now or now
     rows = tuple(
@@ -124,6 +125,7 @@ def build(
             current_image=current_image,
             current_stack=stack,
             now=prom_now,
+            journal=runs is not None,
         )
         for s in statuses
     )
@@ -226,11 +228,11 @@ def collect(
     except HypervisorError as exc:
         warnings.append(f"libvirt: {exc.message}; VM state unknown")
         statuses = [_unknown_status(m) for m in selection]
+    runs: list[RunEntry] | None = None
     try:
         runs = journal.runs(limit=JOURNAL_RUNS)
     except KallikratisError as exc:
         warnings.append(f"journal: {exc.message}; last patch and verify unknown")
-        runs = []
     try:
         current_image = engine.recipe().version
     except ImageError as exc:
@@ -243,7 +245,7 @@ def collect(
     else:
         try:
             metrics = fetch(Prometheus(url, timeout=timeout), now)
-            state = "ok"
+            state = f"partial: {len(metrics.failed)} queries failed" if metrics.failed else "ok"
         except PrometheusError as exc:
             state = f"unreachable: {exc.message}"
             warnings.append(f"Prometheus {exc.message}; its columns are unknown")

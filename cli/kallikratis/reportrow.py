@@ -138,7 +138,9 @@ def _threshold(name: str, metrics: Metrics, query: str, slug: str, ok: Any, fmt:
     return _check(name, bool(ok(value)), fmt.format(value))
 
 
-def _journal_check(name: str, last: tuple[str, str] | None) -> Check:
+def _journal_check(name: str, last: tuple[str, str] | None, known: bool) -> Check:
+    if not known:
+        return Check(name, UNKNOWN, "journal not read")
     if last is None:
         return Check(name, GREEN, "never")
     return _check(name, last[1] != "failed", f"{last[1]} {last[0][:10]}")
@@ -188,7 +190,9 @@ def build_row(
     current_image: str,
     current_stack: dict[str, str],
     now: float,
+    journal: bool = True,
 ) -> Row:
+    """*journal*: False when the journal could not be read (patch and verify unknown)."""
     slug = s.slug
     live = s.state != "unknown"
     image = s.image or _image_of(metrics, slug)
@@ -203,8 +207,8 @@ def build_row(
             f"{image or '?'} (current {current_image or '?'})",
         ),
         stack,
-        _journal_check("patch", patch),
-        _journal_check("verify", verify),
+        _journal_check("patch", patch, journal),
+        _journal_check("verify", verify, journal),
     )
     figures = _figures(metrics, slug, now, image, versions, patch, verify)
     use = _use(metrics, slug, now)

@@ -108,6 +108,7 @@ def test_one_refused_query_makes_one_column_unknown(
         rep = report.collect(engine, Journal(engine.state_dir), engine.fleet.tenants, url)
     [warning] = rep.warnings
     assert "tls_days" in warning and "no recorded answer" in warning
+    assert rep.summary.prometheus == "partial: 1 queries failed"
     row = next(r for r in rep.rows if r.slug == H)
     assert row.check("tls").state == "unknown" and row.figures["tls_days"] is None
     assert row.overall == "unknown" and row.check("availability").state == "green"
@@ -263,3 +264,18 @@ def test_central_vms_are_not_rows_and_control_is_the_default_prometheus(
     assert rows == [m.slug for m in engine.fleet.tenants] and "control" not in rows
     refused = cli(engine, monkeypatch, "control", url=prom_url)
     assert code(refused) == 2 and "unknown municipality: control" in str(refused.exception)
+
+
+def test_unreadable_journal_leaves_patch_and_verify_unknown(
+    inv: InventoryCopy, make_engine: MakeEngine, prom_url: str
+) -> None:
+    engine = running_engine(inv, make_engine, ())
+    journal = Journal(engine.state_dir)
+    journal.path.parent.mkdir(parents=True, exist_ok=True)
+    journal.path.write_bytes(b"not a database, " * 64)
+    rep = report.collect(engine, journal, engine.fleet.tenants, prom_url)
+    [warning] = rep.warnings
+    assert warning.startswith("journal: cannot open the journal") and "unknown" in warning
+    row = next(r for r in rep.rows if r.slug == H)
+    assert row.check("patch").state == row.check("verify").state == "unknown"
+    assert row.overall == "unknown" and rep.summary.red == 1  # minoa-pediada: red as before
