@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import shlex
 
-from kallikratis.guest import Guest
+from kallikratis.errors import KallikratisError
+from kallikratis.guest import Guest, GuestError
 from kallikratis.ssh import SshTarget
 
 #: where nginx on the control VM serves the dashboard from (the monitoring role's docroot)
 REMOTE_PATH = "/var/www/kallikratis-report/index.html"
 PUBLISH_TIMEOUT = 120.0
+
+
+class PublishError(KallikratisError):
+    """The page could not be put on the control VM. Exit 1, not 5: a scheduled run must
+    fail on this, while red municipalities (exit 5) are the report's finding."""
+
+    exit_code = 1
 
 
 def publish_script(path: str = REMOTE_PATH) -> str:
@@ -26,5 +34,8 @@ def publish_script(path: str = REMOTE_PATH) -> str:
 
 
 def publish(target: SshTarget, html: str, path: str = REMOTE_PATH) -> None:
-    """Upload *html* to *path* on the control VM atomically; GuestError when it fails."""
-    Guest(target).run(publish_script(path), timeout=PUBLISH_TIMEOUT, stdin=html)
+    """Upload *html* to *path* on the control VM atomically; PublishError when it fails."""
+    try:
+        Guest(target).run(publish_script(path), timeout=PUBLISH_TIMEOUT, stdin=html)
+    except GuestError as exc:
+        raise PublishError(f"cannot publish the report on {target.host}: {exc.message}") from exc

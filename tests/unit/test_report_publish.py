@@ -4,6 +4,7 @@ journaled `verify` the report's verify column reads."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from kallikratis.cli import main_group
 from kallikratis.commands import common
 from kallikratis.journal import Journal
 from kallikratis.reportmetrics import QUERIES, RANGE_QUERIES
+from kallikratis.ssh import SshTarget
 from reportsupport import (
     A,
     H,
@@ -151,3 +153,21 @@ def test_verify_is_journaled_and_shows_in_the_report(
     rows = {r.slug: r for r in rep.rows}
     assert rows[M].check("verify").state == "red" and rows[H].check("verify").state == "green"
     assert rows[H].figures["last_verify_result"] == "passed"
+
+
+def test_publish_that_cannot_reach_control_fails_with_exit_1(tmp_path: Path) -> None:
+    """The real ssh against a closed port on 127.0.0.1: exit 1, never 5 (the timer's unit
+    counts 5, red municipalities, as success)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    key = tmp_path / "id_ed25519"
+    key.write_text("")
+    target = SshTarget("admin", "127.0.0.1", key, known_hosts, port=port)
+    with pytest.raises(reportpublish.PublishError) as err:
+        reportpublish.publish(target, "<p>x</p>")
+    assert (
+        err.value.exit_code == 1 and "cannot publish the report on 127.0.0.1" in err.value.message
+    )
