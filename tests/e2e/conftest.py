@@ -30,6 +30,7 @@ import glob
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import subprocess
@@ -240,6 +241,19 @@ class Fleet:
         """slug -> (ip, domain), from `status` (the live view)."""
         rows = self.kk_json("status")["municipalities"]
         return {r["slug"]: (r["ip"], r["domain"]) for r in rows}
+
+
+def write_post(fleet: Fleet, slug: str, domain: str, title: str, content: str) -> int:
+    """Publish a WordPress post on *slug*'s portal (WordPress's own API, as www-data)."""
+    php = (
+        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
+        ' require "/usr/share/wordpress/wp-load.php";'
+        f' echo wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
+        f' "post_content" => "{content}"], true);'
+    )
+    out = fleet.ssh(slug, "sudo -u www-data php -r " + shlex.quote(php))
+    assert out.strip().isdigit(), out
+    return int(out)
 
 
 def close_ssh_masters(state: Path) -> None:

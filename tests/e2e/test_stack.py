@@ -15,6 +15,7 @@ import libvirt
 import pytest
 
 from tests.e2e.conftest import FLEET, SLUGS, VMS, Deployed, Fleet, close_ssh_masters
+from tests.helpers.chromium import browser_profile, headless
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
@@ -46,52 +47,16 @@ def test_status_json_has_domain_and_modules(fresh: Deployed) -> None:
     assert rows["archanes-asterousia"]["domain"] == "archanes-asterousia.e2e.kallikratis.test"
 
 
-def _browser_profile(tmp_path: Path, ca_file: Path) -> dict[str, str]:
-    """A throw-away HOME whose NSS database trusts only our fleet CA (as a CA, for TLS)."""
-    home = tmp_path / "home"
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"], check=True)
-    subprocess.run(
-        [
-            "certutil",
-            "-A",
-            "-d",
-            f"sql:{nssdb}",
-            "-n",
-            "kallikratis-fleet-ca",
-            "-t",
-            "C,,",
-            "-i",
-            str(ca_file),
-        ],
-        check=True,
-    )
-    return dict(os.environ, HOME=str(home))
-
-
 @pytest.mark.parametrize("slug", SLUGS)
 def test_a_real_browser_shows_the_portal(fresh: Deployed, tmp_path: Path, slug: str) -> None:
     fleet = fresh.fleet
     ip, domain = fleet.sites()[slug]
     display_name = fleet.municipalities()[slug]["display_name"]
-    env = _browser_profile(tmp_path, fleet.ca_file)
+    env = browser_profile(tmp_path, fleet.ca_file)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / f"portal-{slug}.png"
     shot.unlink(missing_ok=True)
-    common = [
-        "chromium",
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        f"--host-resolver-rules=MAP {domain} {ip}",
-    ]
+    common = headless(tmp_path, domain, ip)
     url = f"https://{domain}/"
     dom = subprocess.run(
         [*common, "--dump-dom", url],

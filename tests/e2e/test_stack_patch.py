@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shlex
 import signal
 import socket
 import ssl
@@ -34,7 +33,14 @@ from dataclasses import dataclass, field
 import libvirt
 import pytest
 
-from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet, restart_libvirtd
+from tests.e2e.conftest import (
+    FLEET,
+    SLUGS,
+    Deployed,
+    Fleet,
+    restart_libvirtd,
+    write_post,
+)
 from tests.helpers.aptrepo import AptRepo
 
 pytestmark = pytest.mark.e2e
@@ -203,15 +209,7 @@ def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
 
 
 def _write_post(lab: Lab, slug: str, title: str) -> None:
-    domain = lab.sites[slug][1]
-    php = (
-        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
-        ' require "/usr/share/wordpress/wp-load.php";'
-        f' echo wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
-        ' "post_content" => "Written before the patch."], true);'
-    )
-    out = lab.ssh(slug, "sudo -u www-data php -r " + shlex.quote(php))
-    assert out.strip().isdigit(), out
+    write_post(lab.fleet, slug, lab.sites[slug][1], title, "Written before the patch.")
 
 
 def _post_titles(lab: Lab, slug: str, search: str) -> list[str]:

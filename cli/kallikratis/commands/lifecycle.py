@@ -174,7 +174,8 @@ def status(ctx: Context, as_json: bool) -> None:
     for r in rows:
         color = "green" if r.state == "running" else "yellow"
         table.add_row(
-            esc(r.slug),
+            esc(r.slug)
+            + (f" [dim](central: {esc(', '.join(r.central_roles))})[/]" if r.central_roles else ""),
             esc(r.hypervisor),
             f"[{color}]{esc(r.state)}[/]",
             r.ip,
