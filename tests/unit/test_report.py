@@ -177,6 +177,8 @@ def test_json_and_csv(
     assert data["summary"]["compliance_pct"] == 66.7
     row = {r["slug"]: r for r in data["municipalities"]}[H]
     assert row["display_name"] == "Δήμος Χερσονήσου" and row["overall"] == "green"
+    assert row["green"] is True and row["updates_pending"] == 2
+    assert row["security_updates_pending"] == 0
     assert set(row["checks"]) == {
         "state", "drift", "node", "portal", "availability", "tls", "security", "reboot",
         "maintenance", "disk", "image", "stack", "patch", "verify",

@@ -28,9 +28,9 @@ COLOURS = {GREEN: "green", RED: "red", scorecard.UNKNOWN: "dim"}
 CSV_FIGURES = (
     "availability_30d",
     "tls_days",
-    "security_pending",
-    "upgrades_pending",
-    "security_pending_days",
+    "security_updates_pending",
+    "updates_pending",
+    "security_updates_pending_days",
     "reboot_required_days",
     "maintenance_days",
     "disk_used",
@@ -94,8 +94,8 @@ def _table(rep: scorecard.Report) -> None:
             _cell(r, "state", r.state),
             _cell(r, "availability", f"{avail:.2%}" if avail is not None else "?"),
             _cell(r, "tls", f"{f['tls_days']:.0f}" if f["tls_days"] is not None else "?"),
-            _cell(r, "security", f"{f['upgrades_pending']:g} ({f['security_pending']:g})")
-            if f["upgrades_pending"] is not None and f["security_pending"] is not None
+            _cell(r, "security", f"{f['updates_pending']:g} ({f['security_updates_pending']:g})")
+            if f["updates_pending"] is not None and f["security_updates_pending"] is not None
             else _cell(r, "security", "?"),
             _cell(r, "image", (f["image"] or "?")[:12]),
             _cell(r, "stack", " ".join(f"{c} {v}" for c, v in f["versions"].items()) or "?"),
