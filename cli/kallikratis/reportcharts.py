@@ -74,7 +74,7 @@ def heatmap(
             {math.floor(t / DAY): v for t, v in by_slug[slug].points} if slug in by_slug else {}
         )
         grid.append([points.get(math.floor(c / DAY), math.nan) for c in columns])
-    rows = max(len(grid), 1)
+    rows = max(len(grid), 8)  # a few municipalities still get a readable colour bar
     with matplotlib.rc_context(STYLE):
         # fixed margins (inches), no "tight" layout: measuring every label costs a second
         width, left, right, top, bottom = 10.0, 2.7, 1.0, 0.35, 0.45
