@@ -75,7 +75,14 @@ class Guest:
     def __init__(self, target: SshTarget) -> None:
         self.target = target
 
-    def run(self, script: str, timeout: float = COMMAND_TIMEOUT, check: bool = True) -> str:
+    def run(
+        self,
+        script: str,
+        timeout: float = COMMAND_TIMEOUT,
+        check: bool = True,
+        stdin: str | None = None,
+    ) -> str:
+        """Run *script* as root in the VM (*stdin*: text fed to it; default: nothing)."""
         argv = self.target.argv([f"sudo -n sh -euc {shlex.quote(script)}"])
         argv.insert(1, "-o")
         argv.insert(2, "ConnectTimeout=15")
@@ -84,7 +91,7 @@ class Guest:
         try:
             done = subprocess.run(
                 argv,
-                stdin=subprocess.DEVNULL,
+                **({"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}),
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -27,7 +27,9 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(paths.TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,
-        autoescape=jinja2.select_autoescape(enabled_extensions=("xml", "xml.j2")),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("xml", "xml.j2", "html", "html.j2")
+        ),
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,

@@ -126,12 +126,12 @@ def _env(assignment: str) -> str:
     return _escape('"' + assignment.replace("\\", "\\\\").replace('"', '\\"') + '"')
 
 
-def _ini(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
+def _ini(sections: Sequence[tuple[str, Sequence[tuple[str, str]]]], kind: str = "patch") -> str:
     blocks = []
     for title, pairs in sections:
         lines = [f"[{title}]", *(f"{key}={value}" for key, value in pairs)]
         blocks.append("\n".join(lines))
-    return "# Written by `kallikratis schedule patch`; edit with that command.\n" + (
+    return f"# Written by `kallikratis schedule {kind}`; edit with that command.\n" + (
         "\n\n".join(blocks) + "\n"
     )
 
@@ -145,10 +145,10 @@ def executable() -> list[str]:
     return [str(Path(found).resolve())] if found else [sys.executable, "-m", "kallikratis.cli"]
 
 
-def unit_name(name: str) -> str:
+def unit_name(name: str, kind: str = "patch") -> str:
     if name and not UNIT_NAME_RE.match(name):
         raise UsageError(f"--name must be a short lower-case name (a-z, 0-9, '-'), got {name!r}")
-    return f"kallikratis-patch-{name}" if name else "kallikratis-patch"
+    return f"kallikratis-{kind}-{name}" if name else f"kallikratis-{kind}"
 
 
 #: the run needs libvirt's socket, SSH to the VMs and the state directory; nothing else
@@ -220,6 +220,61 @@ def patch_units(
         _ini([("Unit", service_unit), ("Service", service)]),
         _ini(
             [("Unit", timer_unit), ("Timer", timer), ("Install", [("WantedBy", "timers.target")])]
+        ),
+    )
+
+
+def report_units(
+    *,
+    on_calendar: str,
+    inventory: Path,
+    state_dir: Path,
+    fleet: str,
+    name: str = "",
+    command: Sequence[str] | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Units:
+    """The service (one ``report --publish``: the dashboard on control) and its timer.
+
+    Exit 5 (some municipality red) is the report's finding, not a failure of the unit.
+    """
+    unit = unit_name(name, "report")
+    argv = [*(command or executable()), "-i", str(inventory), "report", "--publish"]
+    env = {"KALLIKRATIS_STATE_DIR": str(state_dir), **(environment or {})}
+    if any("\n" in a for a in [*argv, *env.values()]):
+        raise UsageError("paths with a newline cannot go into a systemd unit")
+    service = [
+        ("Type", "oneshot"),
+        ("ExecStart", " ".join(_quote(a) for a in argv)),
+        *(("Environment", _env(f"{k}={v}")) for k, v in env.items()),
+        ("Environment", "PYTHONUNBUFFERED=1"),
+        ("SuccessExitStatus", "5"),
+        ("TimeoutStartSec", "15min"),
+        *HARDENING,
+    ]
+    timer = [
+        ("OnCalendar", _escape(on_calendar)),
+        ("Persistent", "true"),
+        ("RandomizedDelaySec", "1min"),
+        ("AccuracySec", "1min"),
+        ("Unit", f"{unit}.service"),
+    ]
+    about = _escape(f"Kallikratis fleet scorecard of {fleet}")
+    service_unit = [
+        ("Description", about),
+        ("Wants", "network-online.target"),
+        ("After", "network-online.target libvirtd.service"),
+    ]
+    return Units(
+        unit,
+        _ini([("Unit", service_unit), ("Service", service)], "report"),
+        _ini(
+            [
+                ("Unit", [("Description", about + " (timer)")]),
+                ("Timer", timer),
+                ("Install", [("WantedBy", "timers.target")]),
+            ],
+            "report",
         ),
     )
 

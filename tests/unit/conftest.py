@@ -24,6 +24,8 @@ from kallikratis.hypervisor import LibvirtBackend, connect
 from kallikratis.provision import Engine
 from support import CRETE, InventoryCopy, install_fixed_client_key
 
+from tests.helpers.promfixtures import PromFixtures
+
 
 @pytest.fixture
 def inv(tmp_path: Path) -> InventoryCopy:
@@ -95,3 +97,16 @@ def test_fleet(inv: InventoryCopy) -> model.Fleet:
     """The Crete inventory copy on a private libvirt test-driver node."""
     inv.use_test_driver()
     return inv.load()
+
+
+@pytest.fixture
+def fixtures() -> PromFixtures:
+    """Recorded Prometheus answers (tests/unit/data/prometheus/), for the `report` tests."""
+    return PromFixtures.load(Path(__file__).parent / "data" / "prometheus")
+
+
+@pytest.fixture
+def prom_url(fixtures: PromFixtures) -> Iterator[str]:
+    """Those answers served by a real HTTP server on 127.0.0.1 (a free port)."""
+    with fixtures.serve() as url:
+        yield url

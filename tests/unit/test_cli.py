@@ -33,6 +33,7 @@ COMMANDS = [
     "schedule",
     "keys",
     "snapshots",
+    "report",
 ]
 
 
@@ -148,6 +149,7 @@ def _names(engine) -> set[str]:
         ("up", "knossos", "--no-wait"),
         ("destroy", "knossos", "--yes"),
         ("ssh", "knossos"),
+        ("report", "knossos"),
     ],
     ids=lambda a: a[0],
 )

@@ -19,6 +19,7 @@ from kallikratis.errors import UsageError
 from kallikratis.journal import Journal, RunEntry, RunRecord
 from kallikratis.keys import VAULT_PASSWORD_ENV
 from kallikratis.provision import UpResult
+from kallikratis.report import PROMETHEUS_URL_ENV
 
 #: settings the scheduled run needs as they are now (paths only, never secrets themselves)
 PASSED_ENV = (VAULT_PASSWORD_ENV, "KALLIKRATIS_IMAGE_CACHE")
@@ -186,6 +187,10 @@ def schedule_patch(
         timeout_hours=timeout_hours,
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
     )
+    _install_or_print(units, print_)
+
+
+def _install_or_print(units: schedule.Units, print_: bool) -> None:
     if print_:
         for filename, text in units.files().items():
             click.echo(f"# /etc/systemd/system/{filename}\n{text}")
@@ -196,6 +201,38 @@ def schedule_patch(
     console.print(
         f"enabled {esc(units.name)}.timer; see `systemctl list-timers {esc(units.name)}.timer`"
     )
+
+
+@schedule_group.command("report")
+@click.option(
+    "--on-calendar",
+    required=True,
+    help="When, as a systemd calendar expression, e.g. 'hourly' or '*-*-* *:00/15'.",
+)
+@click.option("--name", default="", help="Unit name suffix: kallikratis-report-NAME.")
+@click.option("--print", "print_", is_flag=True, help="Print the units instead of installing.")
+@pass_ctx
+def schedule_report(ctx: Context, on_calendar: str, name: str, print_: bool) -> None:
+    """Install a systemd timer that runs `report --publish`: the dashboard on the control VM
+    (https://control.<fleet_domain>/) is refreshed at every run.
+
+    A run that finds red municipalities (exit 5) still counts as a success of the unit; one
+    that cannot publish fails it (`systemctl status kallikratis-report`).
+    KALLIKRATIS_PROMETHEUS_URL, when set, is passed on. --print shows the two unit files.
+    """
+    schedule.check_calendar(on_calendar)
+    if ctx.inventory_path is None:
+        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
+    passed = (*PASSED_ENV, PROMETHEUS_URL_ENV)
+    units = schedule.report_units(
+        on_calendar=on_calendar,
+        inventory=Path(ctx.inventory_path).resolve(),
+        state_dir=paths.state_dir().resolve(),
+        fleet=ctx.declared.name,
+        name=name,
+        environment={k: os.environ[k] for k in passed if k in os.environ},
+    )
+    _install_or_print(units, print_)
 
 
 COMMANDS = (history, schedule_group)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.table import Table
 
@@ -20,6 +22,7 @@ from kallikratis.commands.common import (
 )
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import ProvisionError
+from kallikratis.journal import Journal, RunRecord
 from kallikratis.selection import select
 from kallikratis.stack import prepare_stack
 
@@ -101,9 +104,20 @@ def deploy(ctx: Context, names: tuple[str, ...], all_: bool, check: bool, as_jso
             raise ProvisionError(f"deploy failed on: {', '.join(bad)}")
 
 
-def run_verify(ctx: Context, selection: tuple[model.Municipality, ...], as_json: bool) -> bool:
+def run_verify(
+    ctx: Context,
+    selection: tuple[model.Municipality, ...],
+    as_json: bool,
+    record: RunRecord | None = None,
+) -> bool:
     with PhaseBoard([m.slug for m in selection], "verify") as board:  # stderr, never stdout
         checks, took = verify.run(ctx.fleet, list(selection), ctx.engine.state_dir, progress=board)
+    if record is not None:  # the journal: `report` shows each municipality's last verify
+        for m in selection:
+            mine = [c for c in checks if c.slug == m.slug]
+            passed = sum(c.passed for c in mine)
+            result = "passed" if mine and passed == len(mine) else "failed"
+            record.result(m.slug, result, f"{passed}/{len(mine)} checks passed", round(took, 1))
     if as_json:
         emit_json({"seconds": took, "checks": checks})
     else:
@@ -134,9 +148,14 @@ def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
 
     Services, ports and firewall, TLS chain and names, home page, WordPress REST API,
     Datasette JSON API, Kolibri where enabled and absent where not. Exit 5 on any failure.
+    Each run is journaled (`history`), with passed/failed per municipality.
     """
-    if not run_verify(ctx, select(ctx.fleet, names, False), as_json):
-        raise ProvisionError("verification failed")
+    selection = select(ctx.fleet, names, False)
+    journal = Journal(ctx.engine.state_dir)
+    slugs = [m.slug for m in selection]
+    with journal.run("verify", list(sys.argv), ctx.declared.inventory, slugs) as record:
+        if not run_verify(ctx, selection, as_json, record):
+            raise ProvisionError("verification failed")
 
 
 @click.command()
