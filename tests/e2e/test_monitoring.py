@@ -23,6 +23,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -36,7 +37,7 @@ import pytest
 from kallikratis.keys import KeyStore
 from kallikratis.secrets import read_secret
 
-from tests.e2e.conftest import CONTROL, FLEET, SLUGS, VMS, Deployed, Fleet, write_post
+from tests.e2e.conftest import CONTROL, FLEET, ROOT, SLUGS, VMS, Deployed, Fleet, write_post
 from tests.helpers.chromium import browser_profile, headless
 
 pytestmark = pytest.mark.e2e
@@ -218,3 +219,33 @@ def _model(fleet: Fleet) -> Any:
     from kallikratis import inventory
 
     return inventory.load(fleet.inventory)
+
+
+def test_the_monitorings_footprint_is_measured(mon: Monitor) -> None:
+    """The figures bench/monitoring.py projects from (series per municipality, Prometheus'
+    memory, the collectors' CPU), and the report's Prometheus answers recorded as fixtures,
+    kept in the artifacts directory."""
+    series = mon.values('count by (municipality) ({municipality!=""})')
+    assert all(0 < series.get(s, 0) < 5000 for s in SLUGS), series
+    rss = mon.fleet.ssh(CONTROL, "ps -o rss= -C prometheus").split()
+    cpu = mon.fleet.ssh(
+        HEALTHY, f"systemctl show -p CPUUsageNSec -p NRestarts --value {METRICS_SERVICE}"
+    ).split()
+    figures = {
+        "series_per_municipality": {s: series[s] for s in SLUGS},
+        "prometheus_rss_kib": int(rss[0]) if rss else None,
+        "collectors_cpu_ns_last_run": int(cpu[0]) if cpu and cpu[0].isdigit() else None,
+        "prometheus_uptime_s": mon.fleet.ssh(CONTROL, "ps -o etimes= -C prometheus").strip(),
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "monitoring-figures.json").write_text(json.dumps(figures, indent=2))
+    recorded = ARTIFACTS / "prometheus-recorded"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "record-prometheus"), mon.prometheus]
+        + ["--out", str(recorded)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (recorded / "index.json").exists()
