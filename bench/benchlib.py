@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 class BenchFleet:
     """A copy of inventories/crete under its own fleet name, network and state directory."""
 
-    def __init__(self, name: str, cidr_octet: int, slugs: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str, cidr_octet: int, slugs: list[str] | None = None, central: bool = False
+    ) -> None:
         self.name = name
         self.dir = Path(tempfile.mkdtemp(prefix=f"kk-bench-{name}-"))
         self.inventory = self.dir / "inventory"
@@ -38,9 +40,12 @@ class BenchFleet:
             bridge=f"kk-{name}",
         )
         fleet_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+        hosts_file = self.inventory / "hosts.yml"
+        hosts = yaml.safe_load(hosts_file.read_text())
+        if not central:  # the municipalities' figures alone, unless the bench is about control
+            hosts["all"]["children"].pop("central", None)
+            hosts_file.write_text(yaml.safe_dump(hosts, allow_unicode=True))
         if slugs is not None:
-            hosts_file = self.inventory / "hosts.yml"
-            hosts = yaml.safe_load(hosts_file.read_text())
             muni = hosts["all"]["children"]["municipalities"]["hosts"]
             for slug in list(muni):
                 if slug not in slugs:
