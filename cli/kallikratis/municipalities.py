@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kallikratis import endpointfields, model, opsfields, schedule
+from kallikratis import endpointfields, model, opsfields, portalfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.varsfiles import RawInventory, Vars
 
@@ -94,6 +94,13 @@ def load_municipalities(
                 ),
                 apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
                 tls=chk.shared(hv, slug, "tls", endpointfields.tls_mode),
+                contact=chk.shared(hv, slug, "contact", portalfields.contact),
+                comment_ip_retention_days=chk.shared(
+                    hv,
+                    slug,
+                    "portal_comment_ip_retention_days",
+                    portalfields.comment_ip_retention_days,
+                ),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )
