@@ -46,7 +46,10 @@ TEMPLATES = {
         "etc/nginx/snippets/kallikratis-limit-login.conf.j2",
         "etc/nginx/snippets/kallikratis-limit-sql.conf.j2",
     ],
-    "portal": ["etc/nginx/kallikratis.d/portal.conf.j2"],
+    "portal": [
+        "etc/nginx/kallikratis.d/portal.conf.j2",
+        "etc/nginx/conf.d/kallikratis-portal-cache.conf.j2",
+    ],
     "opendata": ["etc/nginx/kallikratis.d/opendata.conf.j2"],
     "education": ["etc/nginx/kallikratis.d/education.conf.j2"],
 }
@@ -122,6 +125,11 @@ def role_vars(root: Path, upstream: int, **overrides: Any) -> dict[str, Any]:
         "portal_wp_root": str(root / "wordpress"),
         "portal_wp_content": str(root / "wp-content"),
         "portal_php_fpm_socket": str(root / "php.sock"),
+        "portal_page_cache": True,
+        "portal_page_cache_dir": str(root / "page-cache"),
+        "portal_page_cache_valid": "10m",
+        "portal_page_cache_max_size": "16m",
+        "portal_static_expires": "30d",
         "opendata_url_path": "/data/",
         "opendata_listen_address": "127.0.0.1",
         "opendata_port": upstream,
@@ -139,7 +147,7 @@ def render_tree(root: Path, values: dict[str, Any], https: int, http_port: int) 
     env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)  # noqa: S701
     env.filters["bool"] = bool  # Ansible's filter, on the booleans given here
     snippets = root / "snippets"
-    for sub in ("kallikratis.d", "snippets"):
+    for sub in ("kallikratis.d", "snippets", "conf.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for role, names in TEMPLATES.items():
         for name in names:
@@ -167,6 +175,7 @@ def render_tree(root: Path, values: dict[str, Any], https: int, http_port: int) 
         f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nevents {{}}\nhttp {{\n"
         f"    access_log off;\n    client_body_temp_path {root}/body;\n"
         f"    proxy_temp_path {root}/proxy;\n    fastcgi_temp_path {root}/fastcgi;\n"
+        f"    include {root}/conf.d/*.conf;\n"
         f"    include {root}/kallikratis.conf;\n"
         # the stand-in upstream of Datasette and Kolibri answers 200; there is no PHP-FPM, so
         # a request that reaches PHP gets 502 (PASSED: neither 403 nor 429)
