@@ -15,6 +15,7 @@ import libvirt
 import pytest
 
 from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet, close_ssh_masters
+from tests.helpers.browser import nss_home
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
@@ -48,26 +49,7 @@ def test_status_json_has_domain_and_modules(fresh: Deployed) -> None:
 
 def _browser_profile(tmp_path: Path, ca_file: Path) -> dict[str, str]:
     """A throw-away HOME whose NSS database trusts only our fleet CA (as a CA, for TLS)."""
-    home = tmp_path / "home"
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"], check=True)
-    subprocess.run(
-        [
-            "certutil",
-            "-A",
-            "-d",
-            f"sql:{nssdb}",
-            "-n",
-            "kallikratis-fleet-ca",
-            "-t",
-            "C,,",
-            "-i",
-            str(ca_file),
-        ],
-        check=True,
-    )
-    return dict(os.environ, HOME=str(home))
+    return nss_home(tmp_path / "home", ca_file)
 
 
 @pytest.mark.parametrize("slug", SLUGS)

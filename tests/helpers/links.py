@@ -77,7 +77,7 @@ def is_placeholder(href: str, absolute: str) -> bool:
     )
 
 
-class _PinnedHTTPS(http.client.HTTPSConnection):
+class PinnedHTTPS(http.client.HTTPSConnection):
     """HTTPS to a pinned address, with the real host name for SNI and the certificate check."""
 
     def __init__(
@@ -102,7 +102,7 @@ def _fetch(
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
-        conn = _PinnedHTTPS(address, parts.port or 443, host, ctx, timeout)
+        conn = PinnedHTTPS(address, parts.port or 443, host, ctx, timeout)
     else:
         conn = http.client.HTTPConnection(address, parts.port or 80, timeout=timeout)
     path = parts.path or "/"
@@ -129,9 +129,12 @@ def crawl(
     max_pages: int = 60,
     time_budget: float = 60.0,
     timeout: float = 15.0,
+    no_follow: tuple[str, ...] = (),
 ) -> Report:
     """Follow every same-origin link from *start*, breadth first, at most *max_pages* pages
-    and *time_budget* seconds (the report says when it stopped early)."""
+    and *time_budget* seconds (the report says when it stopped early). Pages under a path
+    prefix in *no_follow* (another application, e.g. /data/) are fetched, their links not
+    followed."""
     resolve = resolve or {}
     origin = urlsplit(start)[:2]
     report = Report()
@@ -152,7 +155,7 @@ def crawl(
         if status >= 400:
             report.broken.append((referrer, url, status))
             continue
-        if "html" not in ctype:
+        if "html" not in ctype or urlsplit(url).path.startswith(no_follow):
             continue
         for href in links_of(body):
             absolute = urldefrag(urljoin(url, href))[0]

@@ -46,7 +46,8 @@ def site(tmp_path: Path) -> Iterator[str]:
     (root / "bad.html").write_text(BAD, encoding="utf-8")
     (root / "logo.svg").write_text(LOGO)
     for name in ("news", "contact", "privacy"):
-        page = CLEAN.replace("Καλώς ήρθατε", name).replace('href="/contact.html"', 'href="/bad.html"')
+        page = CLEAN.replace("Καλώς ήρθατε", name)
+        page = page.replace('href="/contact.html"', 'href="/bad.html"')
         (root / f"{name}.html").write_text(page, encoding="utf-8")
     handler = functools.partial(QuietHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -120,6 +121,12 @@ def test_link_follower_finds_broken_and_placeholder_links(site: str) -> None:
     hrefs = sorted(href for _, href in report.placeholders)
     assert hrefs == ["#", "/shop/", "https://wordpress.org/"]
     assert report.external == {"http://elsewhere.test/x"}  # listed, never fetched
+
+
+def test_link_follower_does_not_follow_into_another_application(site: str) -> None:
+    report = crawl(f"{site}/news.html", no_follow=("/bad.html",), time_budget=30)
+    assert report.pages[f"{site}/bad.html"] == 200
+    assert f"{site}/missing.html" not in report.pages and not report.placeholders
 
 
 def test_link_follower_on_a_clean_site_and_its_bound(site: str) -> None:
