@@ -101,10 +101,11 @@ class Browser:
         env: dict[str, str] | None = None,
         timeout: float = 60.0,
         chromium: str = "chromium",
+        extra_flags: list[str] | None = None,
     ) -> None:
         self.timeout = timeout
         profile.mkdir(parents=True, exist_ok=True)
-        argv = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}"]
+        argv = [chromium, *CHROMIUM_FLAGS, *(extra_flags or []), f"--user-data-dir={profile}"]
         if host_rules:
             argv.append(f"--host-resolver-rules={host_rules}")
         to_browser_r, self._to_browser = os.pipe()
