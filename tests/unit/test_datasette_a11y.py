@@ -7,7 +7,6 @@ rewritten it, several without it (the check has teeth).
 
 from __future__ import annotations
 
-import functools
 import http.server
 import threading
 from collections.abc import Iterator
