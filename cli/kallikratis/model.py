@@ -130,6 +130,8 @@ class Municipality:
     contact: Mapping[str, str] = field(default_factory=dict, hash=False)
     #: days after which commenters' IP addresses are erased from the portal
     comment_ip_retention_days: int = 30
+    #: the logo file in host_vars/<slug>/ (controller path), "" for none
+    logo_file: str = ""
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)

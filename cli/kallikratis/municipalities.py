@@ -15,6 +15,7 @@ from typing import Any
 
 from kallikratis import endpointfields, model, opsfields, portalfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
+from kallikratis.errors import Problem
 from kallikratis.varsfiles import RawInventory, Vars
 
 COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -101,6 +102,7 @@ def load_municipalities(
                     "portal_comment_ip_retention_days",
                     portalfields.comment_ip_retention_days,
                 ),
+                logo_file=_logo_of(chk, raw, slug),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )
@@ -126,6 +128,16 @@ def _presentation_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, str, str]:
         chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
         logo = ""
     return str(language), colour.lower(), logo
+
+
+def _logo_of(chk: Checker, raw: RawInventory, slug: str) -> str:
+    """host_vars/<slug>/logo.{svg,png,jpg}; a problem names the file itself."""
+    host_dir = raw.hosts_file.parent / "host_vars" / slug
+    path, problems = portalfields.logo_file(host_dir)
+    files = [host_dir / n for n in portalfields.LOGO_NAMES if (host_dir / n).is_file()]
+    for fld, msg in problems:
+        chk.problems.append(Problem(str(files[0]), slug, fld, msg))
+    return path
 
 
 def _datasets_of(

@@ -11,6 +11,7 @@ still escape them for each sink.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from kallikratis.checker import is_fqdn
@@ -84,3 +85,36 @@ def comment_ip_retention_days(value: Any) -> tuple[int, Problems]:
         why = f"must be a whole number of days from 1 to {MAX_IP_RETENTION_DAYS}, got {value!r}"
         return DEFAULT_IP_RETENTION_DAYS, [("portal_comment_ip_retention_days", why)]
     return value, []
+
+
+LOGO_NAMES = ("logo.svg", "logo.png", "logo.jpg")
+LOGO_MAX_BYTES = 512 * 1024
+#: what makes an SVG active content when opened by itself on the portal's origin
+SVG_ACTIVE = re.compile(r"<script|<foreignobject|javascript:|\son[a-z]+\s*=|<!entity", re.I)
+
+
+def logo_file(host_dir: Path) -> tuple[str, Problems]:
+    """An optional logo in host_vars/<name>/ (logo.svg, logo.png or logo.jpg, at most 512 KiB):
+    its path, or "" for none. Problems name the file itself as the field "logo"."""
+    found = [host_dir / n for n in LOGO_NAMES if (host_dir / n).is_file()]
+    if not found:
+        return "", []
+    if len(found) > 1:
+        return "", [("logo", f"more than one logo file: {', '.join(str(p) for p in found)}")]
+    path = found[0]
+    data = path.read_bytes()
+    if len(data) > LOGO_MAX_BYTES:
+        return "", [("logo", f"{path} is {len(data)} bytes, more than {LOGO_MAX_BYTES}")]
+    kind = path.suffix
+    if kind == ".png" and not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "", [("logo", f"{path} is not a PNG image")]
+    if kind == ".jpg" and not data.startswith(b"\xff\xd8\xff"):
+        return "", [("logo", f"{path} is not a JPEG image")]
+    if kind == ".svg":
+        text = data.decode("utf-8", errors="replace")
+        if "<svg" not in text:
+            return "", [("logo", f"{path} is not an SVG image")]
+        if SVG_ACTIVE.search(text):
+            why = f"{path} has scripts, event handlers, foreign objects or entities: refused"
+            return "", [("logo", why)]
+    return str(path.resolve()), []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from kallikratis import inventory, stackvars
+from kallikratis.portalfields import LOGO_NAMES
 from kallikratis.errors import InventoryError
 from support import CRETE, FLEET, HERSO_VARS, HOSTS, Bad, InventoryCopy, assert_one_problem
 
@@ -122,3 +123,44 @@ def test_bad_portal_field_is_reported_with_file_entry_field(inv: InventoryCopy, 
         inv.load()
     problem = assert_one_problem(exc.value, inv.root, case)
     assert case.text in problem.message
+
+
+LOGO_ORDER = list(LOGO_NAMES)
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><circle r="30"/></svg>'
+
+
+def test_a_logo_file_reaches_ansible(inv: InventoryCopy, tmp_path: Path) -> None:
+    logo = inv.root / "host_vars" / "hersonissos" / "logo.svg"
+    logo.write_text(SVG)
+    fleet = inv.load()
+    assert fleet.get("hersonissos").logo_file == str(logo.resolve())
+    assert fleet.get("minoa-pediada").logo_file == ""
+    got = stackvars.municipality_vars(fleet, fleet.get("hersonissos"), tmp_path)
+    assert got["kallikratis_logo_file"] == str(logo.resolve())
+
+
+@pytest.mark.parametrize(
+    ("names", "content", "text"),
+    [
+        (["logo.svg"], SVG.replace("<circle", "<script>alert(1)</script><circle"), "scripts"),
+        (["logo.svg"], SVG.replace("<circle", '<circle onload="alert(1)"'), "event handlers"),
+        (["logo.svg"], "<html>not an image</html>", "not an SVG"),
+        (["logo.png"], "GIF89a", "not a PNG"),
+        (["logo.jpg"], "\x89PNG", "not a JPEG"),
+        (["logo.png", "logo.svg"], SVG, "more than one logo"),
+        (["logo.svg"], SVG + " " * 600_000, "more than 524288"),
+    ],
+    ids=["svg-script", "svg-handler", "not-svg", "not-png", "not-jpeg", "two-logos", "too-big"],
+)
+def test_a_bad_logo_file_is_reported_with_its_path(
+    inv: InventoryCopy, names: list[str], content: str, text: str
+) -> None:
+    host_dir = inv.root / "host_vars" / "hersonissos"
+    for name in names:
+        (host_dir / name).write_text(content, encoding="latin-1")
+    with pytest.raises(InventoryError) as exc:
+        inv.load()
+    [problem] = exc.value.problems
+    assert problem.file == str(host_dir / sorted(names, key=LOGO_ORDER.index)[0])
+    assert (problem.entry, problem.field) == ("hersonissos", "logo")
+    assert text in problem.message

@@ -181,3 +181,12 @@ def test_theme_uses_only_registered_blocks_and_known_strings() -> None:
         if where.startswith("templates/"):
             names = [n for n, _ in blocks[where]]
             assert names[0] == "template-part" and names[-1] == "template-part", where
+
+
+def test_a_logo_file_becomes_the_logo_url(tmp_path: Path) -> None:
+    """The copied host_vars logo wins over branding.logo; without it, branding.logo."""
+    plugin = f"{PLUGINS.relative_to(PORTAL / 'templates')}/kallikratis-portal.php.j2"
+    with_file = render(plugin, "el", kallikratis_logo_file="/srv/inv/host_vars/h/logo.svg")
+    assert '"logo": "/wp-content/uploads/kallikratis/logo.svg"' in with_file
+    without = render(plugin, "el", kallikratis_logo_file="")
+    assert '"logo": "/logo.png"' in without  # branding.logo of render()
