@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from kallikratis import inventory, stackvars
-from kallikratis.portalfields import LOGO_NAMES
 from kallikratis.errors import InventoryError
+from kallikratis.portalfields import LOGO_NAMES
 from support import CRETE, FLEET, HERSO_VARS, HOSTS, Bad, InventoryCopy, assert_one_problem
 
 CONTACT = {
