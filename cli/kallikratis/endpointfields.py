@@ -92,7 +92,7 @@ def acme(
         why = f"must be the https:// URL of an ACME directory{why_needed}, got {directory!r}"
         problems.append(("acme_directory", why))
     email = values.get("acme_email")
-    if not _email(email):
+    if not is_email(email):
         why = f"must be an e-mail address (user@domain){why_needed}, got {email!r}"
         problems.append(("acme_email", why))
     bundle = _pem_file("acme_ca_bundle", values.get("acme_ca_bundle"), inventory, problems)
@@ -115,7 +115,7 @@ def _https_url(value: Any) -> bool:
         return is_fqdn(parts.hostname) or parts.hostname == "localhost"
 
 
-def _email(value: Any) -> bool:
+def is_email(value: Any) -> bool:
     if not isinstance(value, str) or value.count("@") != 1:
         return False
     local, domain = value.split("@")

@@ -145,6 +145,16 @@ class Guest:
     def set_clock(self, epoch: float) -> None:
         self.run(f"date -u -s @{int(epoch)} >/dev/null")
 
+    def _wait_boot_finished(self, deadline: float) -> None:
+        """Until systemd has no start job left (every service up, or failed: verify tells
+        which), so that a patch run verifies a booted VM, not one still starting services."""
+        left = int(max(10.0, deadline - time.monotonic()))
+        self.run(
+            f"timeout {left} systemctl is-system-running --wait >/dev/null || true",
+            timeout=left + 30,
+            check=False,
+        )
+
     def reboot(self, timeout: float = REBOOT_TIMEOUT) -> float:
         """Reboot and wait until SSH answers from the new boot; the seconds it took."""
         start = time.monotonic()
@@ -157,6 +167,7 @@ class Guest:
                 break
             try:
                 if self.boot_id() != before:
+                    self._wait_boot_finished(deadline)
                     return time.monotonic() - start
             except GuestError:
                 pass

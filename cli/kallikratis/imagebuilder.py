@@ -153,6 +153,9 @@ def _customize(recipe: Recipe, mnt: Path, root_uuid: str) -> None:
         shutil.copytree(files, mnt, symlinks=True, dirs_exist_ok=True)
     (mnt / "etc/fstab").write_text(f"UUID={root_uuid} / ext4 errors=remount-ro 0 1\n")
     (mnt / "etc/hostname").write_text("localhost\n")
+    # which golden image a VM was born from (the monitoring's kallikratis_version_info)
+    (mnt / "etc/kallikratis").mkdir(mode=0o755, exist_ok=True)
+    (mnt / "etc/kallikratis/image-version").write_text(f"{recipe.version}\n")
     _download_wheels(recipe, mnt)
     script = recipe.path / "customize.sh"
     if script.is_file():

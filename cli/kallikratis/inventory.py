@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import endpointfields, fleetfields, hostilevars, model
+from kallikratis import centralfields, endpointfields, fleetfields, hostilevars, model
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
@@ -50,6 +50,9 @@ def load(path: str | Path) -> model.Fleet:
     admin_keys = chk.fleetwide(gvars, gvars.get("admin_ssh_keys"), fleetfields.admin_ssh_keys)
     admin_allow = chk.fleetwide(gvars, gvars.get("admin_allow"), endpointfields.admin_allow)
     acme = _tls(chk, raw, gvars, fleet_domain, municipalities)
+    alerts = chk.fleetwide(
+        gvars, {k: gvars.get(k) for k in centralfields.ALERT_KEYS}, centralfields.alerts
+    )
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
@@ -71,6 +74,7 @@ def load(path: str | Path) -> model.Fleet:
         municipalities=municipalities,
         admin_allow=admin_allow,
         acme=acme,
+        alerts=alerts,
     )
 
 

@@ -26,6 +26,12 @@ TLS_MODES = ("fleet-ca", "acme")
 #: bound to the VM's own IP and MAC (no IP, MAC or ARP spoofing). Part of the VM spec, so that
 #: `plan` shows a VM made before it as changed and `up` brings it in.
 TENANT_ISOLATION = "isolated-port+clean-traffic"
+#: the center's own VMs (inventory group `central`) are not tenants: their port is not isolated
+#: (control must reach every municipality's node exporter), but they are anti-spoofing filtered
+CENTRAL_ISOLATION = "clean-traffic"
+#: what a central VM can be (its `central_roles`): `control` = monitoring, the fleet scorecard
+#: and (later) the backup store; management traffic only, no public service
+CENTRAL_ROLES = ("control",)
 NWFILTER = "clean-traffic"
 DISK_SUFFIX = ".qcow2"
 SEED_SUFFIX = "-seed.iso"
@@ -93,6 +99,15 @@ class Acme:
 
 
 @dataclass(frozen=True)
+class Alerts:
+    """Where the monitoring on `control` sends alerts besides its own alert log."""
+
+    email: str = ""
+    webhook_url: str = ""
+    smtp_smarthost: str = ""
+
+
+@dataclass(frozen=True)
 class Hypervisor:
     name: str
     uri: str
@@ -132,9 +147,19 @@ class Municipality:
     comment_ip_retention_days: int = 30
     #: the logo file in host_vars/<slug>/ (controller path), "" for none
     logo_file: str = ""
+    #: the center's own VM (inventory group `central`) and what it runs; () for a municipality
+    central_roles: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    @property
+    def is_central(self) -> bool:
+        return bool(self.central_roles)
+
+    @property
+    def isolation(self) -> str:
+        return CENTRAL_ISOLATION if self.is_central else TENANT_ISOLATION
 
     @property
     def disk_volume(self) -> str:
@@ -161,15 +186,33 @@ class Fleet:
     #: networks (CIDR) allowed on the admin paths (WordPress, Kolibri); default: everyone
     admin_allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     acme: Acme | None = None
+    alerts: Alerts = Alerts()
+
+    @property
+    def tenants(self) -> tuple[Municipality, ...]:
+        """The municipalities proper (``municipalities`` holds every managed VM)."""
+        return tuple(m for m in self.municipalities if not m.is_central)
+
+    @property
+    def central(self) -> tuple[Municipality, ...]:
+        """The center's own VMs (inventory group ``central``)."""
+        return tuple(m for m in self.municipalities if m.is_central)
+
+    @property
+    def control(self) -> Municipality | None:
+        """The central VM that runs the monitoring (role ``control``), if the fleet has one."""
+        return next((m for m in self.central if "control" in m.central_roles), None)
 
     @property
     def management_sources(self) -> tuple[ipaddress.IPv4Network, ...]:
-        """Where SSH and the node exporter of a municipality's VM may be reached from.
+        """Where SSH and the node exporter of a VM may be reached from.
 
-        The controller only (the central services VMs join when they exist); never the fleet
-        subnet, so that one municipality's VM cannot reach another's management ports.
+        The controller and the central ``control`` VMs (monitoring); never the fleet subnet, so
+        that one municipality's VM cannot reach another's management ports.
         """
-        return (ipaddress.IPv4Network(f"{self.network.controller}/32"),)
+        sources = [self.network.controller]
+        sources += [m.ip for m in self.central if "control" in m.central_roles]
+        return tuple(ipaddress.IPv4Network(f"{a}/32") for a in dict.fromkeys(sources))
 
     def admin_allows(self, address: ipaddress.IPv4Address) -> bool:
         """True when *address* may reach the admin paths (admin_allow)."""
@@ -216,7 +259,8 @@ def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]
         "image": fleet.image,  # the recipe; its version is kept apart (patch runs update VMs)
         "admin_user": fleet.admin_user,
         "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
-        "isolation": TENANT_ISOLATION,
+        "isolation": m.isolation,
+        **({"central_roles": list(m.central_roles)} if m.is_central else {}),
     }
 
 

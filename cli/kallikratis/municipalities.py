@@ -37,7 +37,11 @@ def load_municipalities(
     profiles: Mapping[str, model.Profile],
     hypervisors: Mapping[str, model.Hypervisor],
 ) -> tuple[model.Municipality, ...]:
-    slugs = raw.groups.get("municipalities", [])
+    tenants = raw.groups.get("municipalities", [])
+    central = raw.groups.get("central", [])
+    for slug in sorted(set(tenants) & set(central)):
+        chk.add(None, slug, "groups", "is in both `municipalities` and `central`: pick one")
+    slugs = [*tenants, *(c for c in central if c not in tenants)]
     hosts = [(s, raw.vars_for_host(s)) for s in slugs]
     ips = _allocate_ips(chk, hosts, network, {})
     macs = _allocate_macs(chk, hosts, fleet)
@@ -47,7 +51,8 @@ def load_municipalities(
     for slug, hv in hosts:
         if not DNS_LABEL.fullmatch(slug) or len(model.vm_name(fleet, slug)) > 63:
             chk.add(None, slug, "name", "must be a DNS label (a-z, 0-9, '-') and a valid VM name")
-        display = hv.get("display_name")
+        roles = _central_roles_of(chk, hv, slug) if slug in central and slug not in tenants else ()
+        display = hv.get("display_name", f"Kallikratis {slug}" if roles else None)
         if not isinstance(display, str) or not display.strip():
             chk.add(hv, slug, "display_name", f"missing or not a non-empty string: {display!r}")
             display = slug
@@ -64,7 +69,7 @@ def load_municipalities(
             chk.add(
                 hv, slug, "hypervisor", f"unknown hypervisor {hyp!r} (known: {sorted(hypervisors)})"
             )
-        modules = _modules_of(chk, hv, slug, gvars)
+        modules = _modules_of(chk, hv, slug, gvars) if not roles else _no_modules(chk, hv, slug)
         language, colour, logo = _presentation_of(chk, hv, slug)
         patch_window = hv.get("patch_window", "")
         if problem := schedule.window_error(patch_window):
@@ -84,7 +89,7 @@ def load_municipalities(
                 language=language,
                 branding_colour=colour,
                 branding_logo=logo,
-                datasets=_datasets_of(chk, raw, hv, slug, modules),
+                datasets=_datasets_of(chk, raw, hv, slug, modules) if not roles else (),
                 patch_window=str(patch_window or ""),
                 watch_services=chk.shared(hv, slug, "watch_services", opsfields.watch_services),
                 patch_keep_snapshots=chk.shared(
@@ -103,6 +108,7 @@ def load_municipalities(
                     portalfields.comment_ip_retention_days,
                 ),
                 logo_file=_logo_of(chk, raw, slug),
+                central_roles=roles,
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )
@@ -190,6 +196,29 @@ def _modules_of(chk: Checker, hv: Vars, slug: str, gvars: Vars) -> tuple[str, ..
         if mod not in model.MODULES:
             chk.add(hv, slug, "modules", f"unknown module {mod!r} (known: {list(model.MODULES)})")
     return tuple(str(m) for m in mods if m in model.MODULES)
+
+
+def _central_roles_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, ...]:
+    """What a central VM runs: `central_roles`, by default the role its name names."""
+    default = [slug] if slug in model.CENTRAL_ROLES else None
+    roles = hv.get("central_roles", default)
+    known = list(model.CENTRAL_ROLES)
+    if roles is None:
+        chk.add(hv, slug, "central_roles", f"missing: a central VM lists what it runs ({known})")
+        return ("unknown",)  # still central: one problem, not one per module field
+    if not isinstance(roles, list) or not roles:
+        chk.add(hv, slug, "central_roles", f"must be a non-empty list of {known}, got {roles!r}")
+        return ("unknown",)
+    for role in roles:
+        if role not in model.CENTRAL_ROLES:
+            chk.add(hv, slug, "central_roles", f"unknown central role {role!r} (known: {known})")
+    return tuple(dict.fromkeys(str(r) for r in roles))
+
+
+def _no_modules(chk: Checker, hv: Vars, slug: str) -> tuple[str, ...]:
+    if "modules" in hv.values:
+        chk.add(hv, slug, "modules", "a central VM runs central_roles, not municipal modules")
+    return ()
 
 
 def reallocate(

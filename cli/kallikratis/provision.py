@@ -6,6 +6,7 @@ Every step is idempotent, so a run killed at any point converges when run again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -59,6 +60,8 @@ class StatusRow:
     image: str
     uptime_s: float | None
     drift: tuple[str, ...] = field(default_factory=tuple)
+    #: what a central VM runs (inventory group `central`); () for a municipality
+    central_roles: tuple[str, ...] = ()
 
 
 def diff_spec(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
@@ -384,4 +387,5 @@ class Engine:
                     ("orphan: not in inventory",),
                 )
             )
-        return rows
+        central = {m.slug: m.central_roles for m in self.fleet.central}
+        return [dataclasses.replace(r, central_roles=central.get(r.slug, ())) for r in rows]

@@ -23,6 +23,16 @@ SECRET_NAMES = (
     "vault_web_maintenance_bypass",
 )
 
+#: the central `control` VM's: the dashboard's basic-auth password (user kallikratis)
+CONTROL_SECRET_NAMES = ("vault_monitoring_report_password",)
+
+
+def secret_names(m: model.Municipality) -> tuple[str, ...]:
+    """The secrets a VM's roles need: a municipality's stack, or a central VM's services."""
+    if not m.is_central:
+        return SECRET_NAMES
+    return CONTROL_SECRET_NAMES if "control" in m.central_roles else ()
+
 
 def vault_file(fleet: model.Fleet, slug: str) -> Path:
     return fleet.inventory / "host_vars" / slug / "vault.yml"
@@ -61,7 +71,7 @@ def ensure_secrets(fleet: model.Fleet, m: model.Municipality, keys: KeyStore) ->
     path = vault_file(fleet, m.slug)
     vault = keys.vault()
     current: dict[str, str] = _read_vault(path, keys) if path.exists() else {}
-    missing = [n for n in SECRET_NAMES if not current.get(n)]
+    missing = [n for n in secret_names(m) if not current.get(n)]
     if not missing:
         return False
     for name in missing:

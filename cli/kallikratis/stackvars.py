@@ -58,6 +58,39 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
             {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}
             for src in m.apt_sources
         ],
+        "kallikratis_central_roles": list(m.central_roles),
+        **(central_vars(fleet, m) if m.is_central else tenant_vars(fleet)),
+    }
+
+
+def tenant_vars(fleet: model.Fleet) -> dict[str, Any]:
+    """What a municipality's plays need to know of the center: the control VMs (tasks
+    delegated to them register the municipality with the monitoring)."""
+    return {
+        "kallikratis_control_hosts": [c.slug for c in fleet.central if "control" in c.central_roles]
+    }
+
+
+def central_vars(fleet: model.Fleet, m: model.Municipality) -> dict[str, Any]:
+    """A central VM's view of the fleet: on `control`, what to monitor and where alerts go."""
+    if "control" not in m.central_roles:
+        return {}
+    return {
+        "kallikratis_monitoring_targets": [monitoring_target(t) for t in fleet.tenants],
+        "kallikratis_alert_email": fleet.alerts.email,
+        "kallikratis_alert_webhook_url": fleet.alerts.webhook_url,
+        "kallikratis_alert_smtp_smarthost": fleet.alerts.smtp_smarthost,
+    }
+
+
+def monitoring_target(m: model.Municipality) -> dict[str, Any]:
+    """One municipality as the monitoring sees it (the file_sd target and the probes)."""
+    return {
+        "slug": m.slug,
+        "display_name": m.display_name,
+        "domain": m.domain,
+        "ip": str(m.ip),
+        "modules": list(m.modules),
     }
 
 

@@ -117,6 +117,7 @@ def write_spec(
             "datasets": list(m.datasets),
             "watch_services": list(m.watch_services),
             "maintenance": maintenance,
+            "central_roles": list(m.central_roles),
         }
         for m in selection
     }

@@ -10,7 +10,8 @@ module passes alone and in any order:
 
 - ``fleet``: the inventory copy and the state directory; at the end of the session
   ``destroy --all`` must leave no domain, volume or DHCP reservation of ours (checked).
-- ``booted``: ``up --all`` of the shared municipalities (:data:`SLUGS`), and the test apt
+- ``booted``: ``up --all`` of the shared municipalities (:data:`SLUGS`) and the central
+  ``control`` VM (:data:`VMS`), and the test apt
   repository (``aptrepo.py``) served on the fleet network's gateway as the VMs' only apt source
   (the VMs cannot reach Debian's mirrors under the network rule).
 - ``deployed``: ``deploy --all`` once, then a libvirt snapshot :data:`BASE_SNAPSHOT` (disk and
@@ -29,6 +30,7 @@ import glob
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import subprocess
@@ -54,7 +56,9 @@ FLEET = "e2e"
 NETWORK = "kallikratis-e2e"
 GATEWAY = "10.77.0.1"  # the e2e network's address on the host, inside the lab namespace
 POOL = "kallikratis"
-SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed fleet
+SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed municipalities
+CONTROL = "control"  # the central services VM (inventory group `central`), shared too
+VMS = [*SLUGS, CONTROL]  # every shared VM: booted, deployed, snapshotted, reverted
 SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
 BASE_SNAPSHOT = "e2e-deployed"  # not kk-…: patch runs never list or prune it
 #: OpenSSH control masters, in the state directory's 0700 cp/ (never /tmp): Ansible's
@@ -239,6 +243,19 @@ class Fleet:
         return {r["slug"]: (r["ip"], r["domain"]) for r in rows}
 
 
+def write_post(fleet: Fleet, slug: str, domain: str, title: str, content: str) -> int:
+    """Publish a WordPress post on *slug*'s portal (WordPress's own API, as www-data)."""
+    php = (
+        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
+        ' require "/usr/share/wordpress/wp-load.php";'
+        f' echo wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
+        f' "post_content" => "{content}"], true);'
+    )
+    out = fleet.ssh(slug, "sudo -u www-data php -r " + shlex.quote(php))
+    assert out.strip().isdigit(), out
+    return int(out)
+
+
 def close_ssh_masters(state: Path) -> None:
     """End every OpenSSH control master of ours: after a revert or a host-key change, a
     persisted master would reach the VM without a new handshake (or hang on a dead one)."""
@@ -386,7 +403,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) ->
     # `destroy --all` leaves nothing of ours behind, whatever happened (checked, not hoped)
     f.set_host(SCRATCH, display_name="Δήμος Μινώα Πεδιάδας")  # so --all covers it too
     done = f.kk("destroy", "--all", "--yes", check=False, timeout=600)
-    left = (our_domains(conn), our_volumes(conn), dhcp_hosts(conn) & {*SLUGS, SCRATCH})
+    left = (our_domains(conn), our_volumes(conn), dhcp_hosts(conn) & {*VMS, SCRATCH})
     _remove_network(conn)
     assert done.returncode == 0 and left == (set(), set(), set()), (done.stderr[-3000:], left)
 
@@ -452,13 +469,13 @@ class Deployed:
         started = time.monotonic()
         close_ssh_masters(self.fleet.state)
         backend = LibvirtBackend(URI, self.conn)  # the revert and clock steps of patch runs
-        for slug in SLUGS:
+        for slug in VMS:
             name = f"{FLEET}-{slug}"
             backend.revert_snapshot(name, BASE_SNAPSHOT)
             for snap in self.conn.lookupByName(name).listAllSnapshots():
                 if snap.getName() != BASE_SNAPSHOT:
                     snap.delete(0)
-        for slug in SLUGS:
+        for slug in VMS:
             assert backend.sync_guest_clock(f"{FLEET}-{slug}", attempts=20), f"{slug}: clock"
         shutil.rmtree(self.fleet.inventory)
         shutil.copytree(self.pristine, self.fleet.inventory)
@@ -473,7 +490,7 @@ def deployed(
     fleet = booted.fleet
     out = fleet.kk_json("deploy", "--all", timeout=1800)
     close_ssh_masters(fleet.state)
-    for slug in SLUGS:
+    for slug in VMS:
         dom = conn.lookupByName(f"{FLEET}-{slug}")
         dom.snapshotCreateXML(
             f"<domainsnapshot><name>{BASE_SNAPSHOT}</name>"
@@ -488,7 +505,7 @@ def deployed(
     art = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
     art.mkdir(parents=True, exist_ok=True)
     times = " ".join(f"{t:.1f}" for t in deployed.restores)
-    (art / "e2e-restores.txt").write_text(f"restores of {len(SLUGS)} VMs (s): {times}\n")
+    (art / "e2e-restores.txt").write_text(f"restores of {len(VMS)} VMs (s): {times}\n")
 
 
 @pytest.fixture(scope="module")

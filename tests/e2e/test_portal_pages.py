@@ -30,7 +30,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Deployed
-from tests.helpers.browser import SERIOUS, Browser, nss_home
+from tests.helpers.browser import SERIOUS, Browser
+from tests.helpers.chromium import browser_profile
 from tests.helpers.links import PinnedHTTPS, crawl
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +72,7 @@ def browser(
 ) -> Iterator[Browser]:
     ip, domain = site
     home = tmp_path_factory.mktemp("portal-browser")
-    env = nss_home(home / "home", fresh.fleet.ca_file)
+    env = browser_profile(home, fresh.fleet.ca_file)
     with Browser(home / "profile", host_rules=f"MAP {domain} {ip}", env=env, timeout=90) as b:
         yield b
 

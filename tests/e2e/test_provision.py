@@ -22,6 +22,7 @@ from tests.e2e.conftest import (
     POOL,
     SCRATCH,
     SLUGS,
+    VMS,
     Booted,
     Fleet,
     dhcp_hosts,
@@ -38,13 +39,13 @@ def expected_volumes(slugs: list[str]) -> set[str]:
 
 def test_up_created_every_municipality(booted: Booted, conn: libvirt.virConnect) -> None:
     results = {r["slug"]: r for r in booted.up["results"]}
-    assert set(results) == set(SLUGS)
+    assert set(results) == set(VMS)  # the municipalities and the central control VM
     for slug, r in results.items():
         assert r["result"] == "created", (slug, r)
         assert r["ssh_seconds"] is not None and r["ssh_seconds"] > 0
-    assert our_domains(conn) >= {f"{FLEET}-{s}" for s in SLUGS}
-    assert our_volumes(conn) >= expected_volumes(SLUGS)
-    assert dhcp_hosts(conn) >= set(SLUGS)
+    assert our_domains(conn) >= {f"{FLEET}-{s}" for s in VMS}
+    assert our_volumes(conn) >= expected_volumes(VMS)
+    assert dhcp_hosts(conn) >= set(VMS)
 
 
 def test_disks_are_copy_on_write_overlays(booted: Booted, conn: libvirt.virConnect) -> None:
@@ -57,7 +58,7 @@ def test_disks_are_copy_on_write_overlays(booted: Booted, conn: libvirt.virConne
 
 
 def test_ssh_with_pinned_host_key(booted: Booted) -> None:
-    for slug in SLUGS:
+    for slug in VMS:
         assert booted.fleet.kk("ssh", slug, "--", "hostname").stdout.strip() == slug
 
 
@@ -95,7 +96,7 @@ def test_the_state_directory_is_private(booted: Booted) -> None:
 
 def test_second_up_changes_nothing(booted: Booted, conn: libvirt.virConnect) -> None:
     fleet = booted.fleet
-    names = {f"{FLEET}-{s}" for s in SLUGS}
+    names = {f"{FLEET}-{s}" for s in VMS}
     before = {n: conn.lookupByName(n).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE) for n in names}
     out = fleet.kk_json("up", "--all")
     assert {r["result"] for r in out["results"]} == {"unchanged"}
@@ -107,7 +108,7 @@ def test_second_up_changes_nothing(booted: Booted, conn: libvirt.virConnect) -> 
 
 def test_status_reports_running_fleet(booted: Booted) -> None:
     rows = {r["slug"]: r for r in booted.fleet.kk_json("status")["municipalities"]}
-    assert set(rows) == set(SLUGS)
+    assert set(rows) == set(VMS)
     for r in rows.values():
         assert r["state"] == "running" and r["drift"] == [] and r["image"]
         assert r["uptime_s"] is not None and r["uptime_s"] >= 0
@@ -151,8 +152,8 @@ def test_kill_9_midway_then_up_converges(
         assert "seed" in details[SCRATCH], details
     assert {results[s] for s in SLUGS} == {"unchanged"}
     assert scratch.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
-    assert our_domains(conn) == {f"{FLEET}-{s}" for s in [*SLUGS, SCRATCH]}
-    assert our_volumes(conn) == expected_volumes([*SLUGS, SCRATCH])
+    assert our_domains(conn) == {f"{FLEET}-{s}" for s in [*VMS, SCRATCH]}
+    assert our_volumes(conn) == expected_volumes([*VMS, SCRATCH])
     assert scratch.kk_json("plan")["orphans"] == []
 
 
@@ -207,7 +208,7 @@ def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) 
     out = scratch.kk_json("destroy", SCRATCH, "--yes")
     assert {r["result"] for r in out["results"]} == {"destroyed"}
     assert f"{FLEET}-{SCRATCH}" not in our_domains(conn)
-    assert our_volumes(conn) == expected_volumes(SLUGS)
+    assert our_volumes(conn) == expected_volumes(VMS)
     assert SCRATCH not in dhcp_hosts(conn)
     known = (scratch.state / "fleets" / FLEET / "known_hosts").read_text().splitlines()
     assert ip not in {line.split()[0] for line in known if line.strip()}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shlex
 import signal
 import socket
 import ssl
@@ -34,7 +33,14 @@ from dataclasses import dataclass, field
 import libvirt
 import pytest
 
-from tests.e2e.conftest import FLEET, SLUGS, Deployed, Fleet, restart_libvirtd
+from tests.e2e.conftest import (
+    FLEET,
+    SLUGS,
+    Deployed,
+    Fleet,
+    restart_libvirtd,
+    write_post,
+)
 from tests.helpers.aptrepo import AptRepo
 
 pytestmark = pytest.mark.e2e
@@ -111,7 +117,7 @@ def lab(fresh: Deployed) -> Iterator[Lab]:
 
 def test_dry_run_lists_pending_updates_and_changes_nothing(lab: Lab) -> None:
     lab.repo.publish(["1.0", "1.1"])
-    done = lab.patch("--all", "--dry-run")
+    done = lab.patch(*SLUGS, "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     results = _results(done)
     for slug in SLUGS:
@@ -143,7 +149,7 @@ def test_sigterm_reverts_the_vm_in_progress(lab: Lab) -> None:
 
 def test_a_vm_killed_mid_patch_is_reverted_and_the_others_go_on(lab: Lab) -> None:
     victim = OTHER
-    run = lab.fleet.popen("patch", "--all", "--canary", "0", "--max-fail", "1", "--json")
+    run = lab.fleet.popen("patch", *SLUGS, "--canary", "0", "--max-fail", "1", "--json")
     try:
         killed_at = run.wait_for(f"{victim}: deploying", timeout=900)
         if killed_at:
@@ -176,7 +182,7 @@ def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
     assert seen, f"never saw {OTHER} snapshotting:\n{run.stderr[-3000:]}"
     assert lab.in_maintenance(OTHER), "the killed run had put it in maintenance mode"
 
-    done = lab.patch("--all", "--canary", "0")
+    done = lab.patch(*SLUGS, "--canary", "0")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = _results(done)
     assert results[OTHER]["result"] == "patched", results[OTHER]
@@ -203,15 +209,7 @@ def test_kill_9_mid_patch_then_the_same_run_converges(lab: Lab) -> None:
 
 
 def _write_post(lab: Lab, slug: str, title: str) -> None:
-    domain = lab.sites[slug][1]
-    php = (
-        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
-        ' require "/usr/share/wordpress/wp-load.php";'
-        f' echo wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
-        ' "post_content" => "Written before the patch."], true);'
-    )
-    out = lab.ssh(slug, "sudo -u www-data php -r " + shlex.quote(php))
-    assert out.strip().isdigit(), out
+    write_post(lab.fleet, slug, lab.sites[slug][1], title, "Written before the patch.")
 
 
 def _post_titles(lab: Lab, slug: str, search: str) -> list[str]:
@@ -250,7 +248,7 @@ def test_a_bad_update_is_stopped_at_the_canary(lab: Lab) -> None:
 
     watcher = Watcher(lab, CANARY)
     watcher.start()
-    run = lab.fleet.popen("patch", "--all", "--canary", "1", "--json")
+    run = lab.fleet.popen("patch", *SLUGS, "--canary", "1", "--json")
     try:
         # wait (bounded) until the canary is in maintenance: a second run must be refused at once
         deadline = time.monotonic() + 600

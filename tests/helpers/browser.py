@@ -67,20 +67,6 @@ class Violation:
         return f"{self.impact} {self.id}: {self.help} at {', '.join(self.targets[:5])}"
 
 
-def nss_home(home: Path, ca_file: Path) -> dict[str, str]:
-    """The environment of a browser whose HOME's NSS database trusts *ca_file* (the fleet CA)
-    as a certificate authority for TLS, and nothing else of ours."""
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    subprocess.run(["certutil", "-N", "-d", f"sql:{nssdb}", "--empty-password"], check=True)
-    subprocess.run(
-        ["certutil", "-A", "-d", f"sql:{nssdb}", "-n", "kallikratis-fleet-ca", "-t", "C,,"]
-        + ["-i", str(ca_file)],
-        check=True,
-    )
-    return dict(os.environ, HOME=str(home))
-
-
 def axe_source() -> str:
     if not AXE_JS.is_file():
         raise BrowserError(

@@ -118,6 +118,18 @@ class InventoryCopy:
 
         self.edit(self.hosts, change)
 
+    def remove_central(self) -> None:
+        self.edit(self.hosts, lambda d: d["all"]["children"].pop("central", None))
+
+    def add_central(self, slug: str = "control", **values: Any) -> None:
+        """An entry in the `central` group (the shipped one: control, central_roles [control])."""
+
+        def change(data: dict[str, Any]) -> None:
+            group = data["all"]["children"].setdefault("central", {"hosts": {}})
+            group["hosts"][slug] = {"central_roles": ["control"], **values}
+
+        self.edit(self.hosts, change)
+
     def set_host_var_file(self, slug: str, **values: Any) -> None:
         """Set variables in host_vars/<slug>.yml (created if missing)."""
         path = self.host_vars_file(slug)

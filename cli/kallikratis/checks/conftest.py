@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_data import BYPASS_HEADER, bypass_token
+from helpers_data import BYPASS_HEADER, applies, bypass_token
 
 SPEC_ENV = "KALLIKRATIS_VERIFY_SPEC"
 TIMEOUT = 30
@@ -113,6 +113,24 @@ def _load_spec() -> dict[str, dict[str, Any]]:
 
 def slug_of(host: Any) -> str:
     return str(host.backend.hostname)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out (deselect, not skip: a skip reads as a failed check) the checks of suites that
+    are not about a host: a municipality has no monitoring, a central VM no portal."""
+    if not os.environ.get(SPEC_ENV):
+        return
+    fleet = _load_spec()
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        host = callspec.params.get("_testinfra_host") if callspec else None
+        entry = fleet.get(slug_of(host), {}) if host is not None else {}
+        (keep if applies(item.path.name, entry) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")

@@ -116,3 +116,20 @@ def listeners(host: Any, port: int) -> list[str]:
 
 def csv_rows(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
+
+
+#: the suites of a municipality's stack, and of the central `control` VM (file name -> who)
+TENANT_SUITES = frozenset(
+    {"test_web.py", "test_portal.py", "test_opendata.py", "test_education.py"}
+)
+CONTROL_SUITES = frozenset({"test_monitoring.py"})
+
+
+def applies(suite: str, entry: dict[str, Any]) -> bool:
+    """Whether the checks of *suite* (a file name) are about the VM of *entry* (its spec)."""
+    roles = entry.get("central_roles") or []
+    if suite in TENANT_SUITES:
+        return not roles
+    if suite in CONTROL_SUITES:
+        return "control" in roles
+    return True  # test_base: every VM

@@ -174,7 +174,8 @@ def status(ctx: Context, as_json: bool) -> None:
     for r in rows:
         color = "green" if r.state == "running" else "yellow"
         table.add_row(
-            esc(r.slug),
+            esc(r.slug)
+            + (f" [dim](central: {esc(', '.join(r.central_roles))})[/]" if r.central_roles else ""),
             esc(r.hypervisor),
             f"[{color}]{esc(r.state)}[/]",
             r.ip,
@@ -238,11 +239,28 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
         click.confirm(
             f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?", abort=True
         )
+        _confirm_central(ctx.fleet, slugs)
     with audited(ctx, "destroy", slugs) as record:
         with PhaseBoard(slugs, "destroy") as board:
             results = engine.destroy(slugs, board)
         record_results(record, results)
         report_results(results, as_json, "destroy")
+
+
+def _confirm_central(fleet: model.Fleet, slugs: list[str]) -> None:
+    """The center's own VMs (monitoring, the scorecard, later the backups) are asked for twice:
+    the second time by typing their names."""
+    central = [m.slug for m in fleet.central if m.slug in slugs]
+    if not central:
+        return
+    what = "is a central VM" if len(central) == 1 else "are central VMs"
+    console_err.print(
+        f"[bold red]{', '.join(central)}[/] {what} of the whole fleet"
+        " (monitoring, alerts, scorecard): its data goes with it."
+    )
+    typed = click.prompt("Type the name(s) again to destroy them", default="", show_default=False)
+    if sorted(typed.replace(",", " ").split()) != sorted(central):
+        raise click.Abort()
 
 
 @click.command()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import signal
+import time
 import types
 from typing import Any
 
 import click
 from rich.table import Table
 
-from kallikratis import patch, patchwaves
+from kallikratis import patch, patchmetrics, patchwaves
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
     all_opt,
     console,
+    console_err,
     emit_json,
     esc,
     json_option,
@@ -23,6 +25,7 @@ from kallikratis.commands.common import (
 )
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import KallikratisError
+from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
 from kallikratis.patchsteps import fleet_steps
 from kallikratis.selection import select
@@ -204,6 +207,15 @@ def patch_cmd(
                 _journal(record),
             )
             outcomes = run.run()
+        if not dry_run:
+            warning = patchmetrics.publish(
+                ctx.fleet,
+                [(o.slug, o.result) for o in outcomes],
+                time.time(),
+                lambda m: Guest(engine.target(m)),
+            )
+            if warning:
+                console_err.print(f"[yellow]warning:[/] {warning}")
         if as_json:
             emit_json(_as_json(outcomes, options))
         else:
