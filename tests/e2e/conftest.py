@@ -60,6 +60,16 @@ SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed municipal
 CONTROL = "control"  # the central services VM (inventory group `central`), shared too
 VMS = [*SLUGS, CONTROL]  # every shared VM: booted, deployed, snapshotted, reverted
 SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
+#: the monitoring on control, sped up for the tests (production: 60 s scrapes, PortalDown
+#: after 5 min, notifications grouped for 30 s)
+LAB_MONITORING = {
+    "monitoring_scrape_interval": "10s",
+    "monitoring_probe_interval": "10s",
+    "monitoring_evaluation_interval": "10s",
+    "monitoring_portal_down_for": "1m",
+    "monitoring_group_wait": "5s",
+    "monitoring_group_interval": "10s",
+}
 BASE_SNAPSHOT = "e2e-deployed"  # not kk-…: patch runs never list or prune it
 #: OpenSSH control masters, in the state directory's 0700 cp/ (never /tmp): Ansible's
 #: (a 10-character hash each) and verify's (v<run pid>-<%C>); mitogen's mux sockets are not masters
@@ -381,6 +391,8 @@ def _e2e_inventory(dest: Path) -> Path:
     )
     f.fleet_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
     f.remove_host(SCRATCH)  # not part of the shared fleet; its host_vars stay for onboarding
+    (inv / "host_vars" / CONTROL).mkdir(parents=True, exist_ok=True)
+    (inv / "host_vars" / CONTROL / "lab.yml").write_text(yaml.safe_dump(LAB_MONITORING))
     return inv
 
 

@@ -40,9 +40,15 @@ if [ -d /opt/kallikratis/wheels ]; then
     done
 fi
 
+# The Prometheus stack is baked into every VM (one image) but runs on the control VM only:
+# masked, not just disabled, so nothing (a package upgrade's postinst, a stray `systemctl start`,
+# a dependency) starts it on a municipality VM; roles/monitoring unmasks it on control.
+systemctl mask prometheus.service prometheus-alertmanager.service \
+    prometheus-blackbox-exporter.service >/dev/null 2>&1
+
 # Baked application services stay off until a role enables them: a fresh VM boots only what
 # provisioning needs (under TCG every service costs seconds before SSH answers).
-for unit in mariadb.service nginx.service prometheus-node-exporter.service \
+for unit in mariadb.service nginx.service prometheus-node-exporter.service prometheus-node-exporter-apt.timer \
     unattended-upgrades.service nftables.service certbot.timer $(cd /usr/lib/systemd/system && ls php*-fpm.service 2>/dev/null); do
     systemctl disable "$unit" >/dev/null 2>&1 || true
 done
