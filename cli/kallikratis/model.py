@@ -141,6 +141,12 @@ class Municipality:
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     #: who issues the TLS certificate (TLS_MODES)
     tls: str = "fleet-ca"
+    #: the portal's contact details (portalfields.CONTACT_KEYS; absent keys are not shown)
+    contact: Mapping[str, str] = field(default_factory=dict, hash=False)
+    #: days after which commenters' IP addresses are erased from the portal
+    comment_ip_retention_days: int = 30
+    #: the logo file in host_vars/<slug>/ (controller path), "" for none
+    logo_file: str = ""
     #: the center's own VM (inventory group `central`) and what it runs; () for a municipality
     central_roles: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)

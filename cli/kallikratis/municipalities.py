@@ -13,8 +13,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kallikratis import endpointfields, model, opsfields, schedule
+from kallikratis import endpointfields, model, opsfields, portalfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
+from kallikratis.errors import Problem
 from kallikratis.varsfiles import RawInventory, Vars
 
 COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -99,6 +100,14 @@ def load_municipalities(
                 ),
                 apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
                 tls=chk.shared(hv, slug, "tls", endpointfields.tls_mode),
+                contact=chk.shared(hv, slug, "contact", portalfields.contact),
+                comment_ip_retention_days=chk.shared(
+                    hv,
+                    slug,
+                    "portal_comment_ip_retention_days",
+                    portalfields.comment_ip_retention_days,
+                ),
+                logo_file=_logo_of(chk, raw, slug),
                 central_roles=roles,
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
@@ -125,6 +134,16 @@ def _presentation_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, str, str]:
         chk.add(hv, slug, "branding.logo", f"must be an https:// URL or a /path, got {logo!r}")
         logo = ""
     return str(language), colour.lower(), logo
+
+
+def _logo_of(chk: Checker, raw: RawInventory, slug: str) -> str:
+    """host_vars/<slug>/logo.{svg,png,jpg}; a problem names the file itself."""
+    host_dir = raw.hosts_file.parent / "host_vars" / slug
+    path, problems = portalfields.logo_file(host_dir)
+    files = [host_dir / n for n in portalfields.LOGO_NAMES if (host_dir / n).is_file()]
+    for fld, msg in problems:
+        chk.problems.append(Problem(str(files[0]), slug, fld, msg))
+    return path
 
 
 def _datasets_of(

@@ -50,6 +50,9 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         "kallikratis_wheelhouse": VM_WHEELHOUSE,
         "kallikratis_admin_allow": list(fleet.admin_allow),
         "kallikratis_tls": m.tls,
+        "kallikratis_contact": dict(m.contact),
+        "kallikratis_comment_ip_retention_days": m.comment_ip_retention_days,
+        "kallikratis_logo_file": m.logo_file,
         "kallikratis_acme": acme_vars(fleet.acme) if m.tls == "acme" else {},
         "kallikratis_apt_sources": [
             {k: list(v) if isinstance(v, tuple) else v for k, v in src.items()}

@@ -74,10 +74,10 @@ CONTROL_CASES: dict[str, tuple[Mutation, str, str, str]] = {
     "datasets": (_host(datasets=["budget_lines\n"]), HOSTS, "hersonissos", "datasets"),
     "free-text-extra-var": (_host(notes="note" + NL), HOSTS, "hersonissos", "notes"),
     "nested-extra-var": (
-        _host_file(contact={"office": ["ok", "x\ny"]}),
+        _host_file(notes={"office": ["ok", "x\ny"]}),  # `contact` is a portal field now
         HERSO_VARS,
         "hersonissos",
-        "contact.office[1]",
+        "notes.office[1]",
     ),
     "fleet_image": (_fleet(fleet_image="debian13\n"), FLEET, "all", "fleet_image"),
     "fleet_name": (_fleet(fleet_name="crete\n"), FLEET, "all", "fleet_name"),

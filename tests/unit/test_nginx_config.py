@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import json
 import re
 import shutil
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 
 import jinja2
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,8 +48,14 @@ TEMPLATES = {
         "etc/nginx/snippets/kallikratis-limit-login.conf.j2",
         "etc/nginx/snippets/kallikratis-limit-sql.conf.j2",
     ],
-    "portal": ["etc/nginx/kallikratis.d/portal.conf.j2"],
-    "opendata": ["etc/nginx/kallikratis.d/opendata.conf.j2"],
+    "portal": [
+        "etc/nginx/kallikratis.d/portal.conf.j2",
+        "etc/nginx/conf.d/kallikratis-portal-cache.conf.j2",
+    ],
+    "opendata": [
+        "etc/nginx/kallikratis.d/opendata.conf.j2",
+        "etc/nginx/snippets/kallikratis-datasette-a11y.conf.j2",
+    ],
     "education": ["etc/nginx/kallikratis.d/education.conf.j2"],
 }
 
@@ -122,10 +130,20 @@ def role_vars(root: Path, upstream: int, **overrides: Any) -> dict[str, Any]:
         "portal_wp_root": str(root / "wordpress"),
         "portal_wp_content": str(root / "wp-content"),
         "portal_php_fpm_socket": str(root / "php.sock"),
+        "portal_page_cache": True,
+        "portal_page_cache_dir": str(root / "page-cache"),
+        "portal_page_cache_valid": "10m",
+        "portal_page_cache_max_size": "16m",
+        "portal_static_expires": "30d",
         "opendata_url_path": "/data/",
         "opendata_listen_address": "127.0.0.1",
         "opendata_port": upstream,
         "opendata_sql_time_limit_ms": 1000,
+        "opendata_a11y_snippet": "/etc/nginx/snippets/kallikratis-datasette-a11y.conf",
+        "opendata_language": "el",
+        "opendata_field_labels": yaml.safe_load(
+            (ROLES / "opendata" / "defaults" / "main.yml").read_text()
+        )["opendata_field_labels"],
         "education_url_path": "/learn/",
         "education_listen_address": "127.0.0.1",
         "education_port": upstream,
@@ -138,8 +156,9 @@ def render_tree(root: Path, values: dict[str, Any], https: int, http_port: int) 
     """Render every nginx template of the roles into *root*; returns the main nginx.conf."""
     env = jinja2.Environment(trim_blocks=True, undefined=jinja2.StrictUndefined)  # noqa: S701
     env.filters["bool"] = bool  # Ansible's filter, on the booleans given here
+    env.filters["to_json"] = json.dumps  # Ansible's (ASCII output, as json.dumps)
     snippets = root / "snippets"
-    for sub in ("kallikratis.d", "snippets"):
+    for sub in ("kallikratis.d", "snippets", "conf.d"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for role, names in TEMPLATES.items():
         for name in names:
@@ -167,6 +186,7 @@ def render_tree(root: Path, values: dict[str, Any], https: int, http_port: int) 
         f"pid {root}/nginx.pid;\nerror_log {root}/error.log;\nevents {{}}\nhttp {{\n"
         f"    access_log off;\n    client_body_temp_path {root}/body;\n"
         f"    proxy_temp_path {root}/proxy;\n    fastcgi_temp_path {root}/fastcgi;\n"
+        f"    include {root}/conf.d/*.conf;\n"
         f"    include {root}/kallikratis.conf;\n"
         # the stand-in upstream of Datasette and Kolibri answers 200; there is no PHP-FPM, so
         # a request that reaches PHP gets 502 (PASSED: neither 403 nor 429)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import Any
 
 PHP_FPM = "php8.4-fpm"
@@ -54,13 +55,14 @@ def test_rest_api_lists_posts(web: Any, portal_on: bool) -> None:
     assert all("title" in p and "link" in p for p in posts)
 
 
-def test_news_categories(web: Any, portal_on: bool) -> None:
+def test_news_categories(web: Any, spec: dict[str, Any], portal_on: bool) -> None:
     res = web.https("/wp-json/wp/v2/categories?per_page=100")
     if not portal_on:
         assert res.status == 404
         return
     names = {html.unescape(c["name"]) for c in res.json()}
-    assert {"Ανακοινώσεις", "Νέα"} <= names, names
+    expected = {"el": {"Ανακοινώσεις", "Νέα"}, "en": {"Announcements", "News"}}[spec["language"]]
+    assert expected <= names, names
 
 
 def test_consultations_with_articles_open_for_comments(web: Any, portal_on: bool) -> None:
@@ -104,3 +106,49 @@ def test_wp_admin_behind_login(web: Any, portal_on: bool, spec: dict[str, Any]) 
         assert web.https("/wp-login.php").status == 403
         return
     assert res.status == 302 and "wp-login.php" in res.headers.get("location", "")
+
+
+#: the footer's legal links, as each language names them
+LEGAL_LINKS = {
+    "el": ("Επικοινωνία", "Πολιτική απορρήτου", "Δήλωση προσβασιμότητας"),
+    "en": ("Contact", "Privacy policy", "Accessibility statement"),
+}
+FOOTER_LINK_RE = re.compile(r'<a href="https://[^/"]+(/[^"]*)"[^>]*>([^<]+)</a>')
+
+
+def test_footer_links_the_published_legal_pages(
+    web: Any, spec: dict[str, Any], portal_on: bool
+) -> None:
+    if not portal_on:
+        return
+    home = web.https("/")
+    assert home.status == 200, home.status
+    footer = home.text.rsplit("<footer", 1)[-1]
+    links = {html.unescape(label): path for path, label in FOOTER_LINK_RE.findall(footer)}
+    for label in LEGAL_LINKS[spec["language"]]:
+        assert label in links, f"no footer link {label!r}: {sorted(links)}"
+        page = web.https(links[label])
+        assert page.status == 200, f"{label} ({links[label]}): HTTP {page.status}"
+        assert f'lang="{spec["language"]}' in page.text
+
+
+def test_page_cache_answers_anonymous_visitors(web: Any, portal_on: bool) -> None:
+    if not portal_on:
+        return
+    web.https("/")
+    again = web.https("/")
+    assert again.headers.get("x-kallikratis-cache") == "HIT", again.headers
+    assert "strict-transport-security" in again.headers
+    logged_in = web.https("/", {"Cookie": "wordpress_logged_in_check=1"})
+    assert logged_in.headers.get("x-kallikratis-cache") == "BYPASS", logged_in.headers
+
+
+def test_static_files_compressed_and_cached(web: Any, portal_on: bool) -> None:
+    if not portal_on:
+        return
+    css = web.https(
+        "/wp-includes/css/dist/block-library/style.min.css", {"Accept-Encoding": "gzip"}
+    )
+    assert css.status == 200, css.status
+    assert css.headers.get("content-encoding") == "gzip", css.headers
+    assert "max-age=" in css.headers.get("cache-control", ""), css.headers
