@@ -164,6 +164,8 @@ def _wordpress(path: Path) -> usage.Query:
             post_parent INTEGER, comment_status TEXT, post_date_gmt TEXT, post_title TEXT);
         CREATE TABLE wp_comments (comment_ID INTEGER PRIMARY KEY, comment_post_ID INTEGER,
             comment_approved TEXT, comment_author_email TEXT);
+        CREATE TABLE wp_postmeta (meta_id INTEGER PRIMARY KEY, post_id INTEGER, meta_key TEXT,
+            meta_value TEXT);
         INSERT INTO wp_posts VALUES
             (1, 'post', 'publish', 0, 'closed', '2026-11-30 08:00:00', 'Welcome'),
             (2, 'post', 'publish', 0, 'open', '2026-12-01 09:30:00', 'News'),
@@ -171,7 +173,12 @@ def _wordpress(path: Path) -> usage.Query:
             (10, 'consultation', 'publish', 0, 'open', '2026-11-01 00:00:00', 'Open one'),
             (11, 'consultation', 'publish', 10, 'open', '2026-11-01 00:00:00', 'Article 1'),
             (12, 'consultation', 'publish', 10, 'open', '2026-11-01 00:00:00', 'Article 2'),
-            (20, 'consultation', 'publish', 0, 'closed', '2026-10-01 00:00:00', 'Closed one');
+            (20, 'consultation', 'publish', 0, 'closed', '2026-10-01 00:00:00', 'Closed one'),
+            (30, 'consultation', 'publish', 0, 'open', '2026-10-01 00:00:00', 'Past deadline'),
+            (40, 'consultation', 'publish', 0, 'open', '2026-10-01 00:00:00', 'Until 2099');
+        -- the portal's deadline (local time): past = closed whatever comment_status still says
+        INSERT INTO wp_postmeta VALUES (1, 30, 'kallikratis_deadline', '2020-01-31 23:59'),
+            (2, 40, 'kallikratis_deadline', '2099-01-31 23:59'), (3, 40, 'other', 'x');
         INSERT INTO wp_comments VALUES
             (1, 11, '1', 'a@example.org'), (2, 12, '1', 'b@example.org'),
             (3, 12, '0', 'spam@example.org'), (4, 2, '1', 'c@example.org');
@@ -190,8 +197,8 @@ def test_portal_counts_posts_consultations_and_comments(tmp_path: Path) -> None:
     assert got == {
         ("kallikratis_portal_posts_published", None): 2,
         ("kallikratis_portal_last_post_timestamp_seconds", None): 1_796_117_400.0,
-        ("kallikratis_consultations", "open"): 1,
-        ("kallikratis_consultations", "closed"): 1,
+        ("kallikratis_consultations", "open"): 2,
+        ("kallikratis_consultations", "closed"): 2,
         ("kallikratis_consultation_comments", None): 2,
     }
 

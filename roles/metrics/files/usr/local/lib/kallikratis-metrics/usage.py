@@ -7,6 +7,7 @@ import datetime as dt
 import re
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -109,18 +110,22 @@ def _timestamp(value: object) -> float:
 def portal(query: Query, prefix: str = "wp_") -> list[Sample]:
     posts = f"FROM {prefix}posts WHERE post_type = 'post' AND post_status = 'publish'"
     (count, newest) = query(f"SELECT COUNT(*), MAX(post_date_gmt) {posts};")[0]
-    states = dict(
-        query(
-            f"SELECT comment_status, COUNT(*) FROM {prefix}posts WHERE post_type = 'consultation'"
-            " AND post_status = 'publish' AND post_parent = 0 GROUP BY comment_status;"
-        )
+    # open = before its deadline (post meta kallikratis_deadline, local "Y-m-d H:i", which the
+    # portal closes comments at); without one, as WordPress's comment status says
+    rows = query(
+        f"SELECT p.comment_status, COALESCE(m.meta_value, '') FROM {prefix}posts p"
+        f" LEFT JOIN {prefix}postmeta m ON m.post_id = p.ID AND m.meta_key = 'kallikratis_deadline'"
+        " WHERE p.post_type = 'consultation' AND p.post_status = 'publish' AND p.post_parent = 0;"
+    )
+    now = time.strftime("%Y-%m-%d %H:%M")
+    open_ = sum(
+        1 for status, deadline in rows if (deadline >= now if deadline else status == "open")
     )
     comments = query(
         f"SELECT COUNT(*) FROM {prefix}comments c JOIN {prefix}posts p ON p.ID = c.comment_post_ID"
         " WHERE p.post_type = 'consultation' AND c.comment_approved = '1';"
     )[0][0]
-    open_ = int(states.pop("open", 0))
-    closed = sum(int(v) for v in states.values())
+    closed = len(rows) - open_
     return [
         ("kallikratis_portal_posts_published", {}, int(count)),
         ("kallikratis_portal_last_post_timestamp_seconds", {}, _timestamp(newest)),
