@@ -156,7 +156,7 @@ def test_a_pending_package_appears_in_the_report(mon: Monitor, fresh: Deployed) 
     mon.wait("the upgrade seen by Prometheus", lambda: mon.values(metric).get(HEALTHY, 0) >= 1, 120)
     _, report = mon.report(HEALTHY)
     row = _rows(report)[HEALTHY]
-    assert row["upgrades_pending"] >= 1, row
+    assert row["updates_pending"] >= 1, row
 
 
 def test_a_portal_down_alerts_for_that_municipality_only(mon: Monitor) -> None:
