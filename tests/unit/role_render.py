@@ -71,4 +71,8 @@ def render(role: str, template: str, variables: dict[str, Any], **extra: Any) ->
     loader = DataLoader()
     values = role_defaults(role) | variables | _trusted(extra)
     text = (ROLES / role / "templates" / template).read_text(encoding="utf-8")
-    return str(Templar(loader=loader, variables=values).template(trust_as_template(text)))
+    return str(
+        Templar(loader=loader, variables=values).template(
+            trust_as_template(text), escape_backslashes=False
+        )
+    )

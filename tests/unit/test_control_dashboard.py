@@ -47,7 +47,7 @@ def _htpasswd() -> str:
         init_plugin_loader()  # what ansible-playbook does first: lookups resolve by FQCN
     templar = Templar(loader=DataLoader(), variables=values)
     content = task["ansible.builtin.copy"]["content"]
-    return str(templar.template(trust_as_template(content)))
+    return str(templar.template(trust_as_template(content), escape_backslashes=False))
 
 
 def _site(tmp_path: Path, https: int, allow: list[str]) -> Path:

@@ -66,7 +66,7 @@ def exec_start(home: Path, port: int) -> list[str]:
         "opendata_num_sql_threads": 2,
     }
     templar = Templar(loader=DataLoader(), variables=values)  # Ansible's own templating
-    text = str(templar.template(trust_as_template(UNIT.read_text())))
+    text = str(templar.template(trust_as_template(UNIT.read_text()), escape_backslashes=False))
     line = text.split("ExecStart=", 1)[1].split("\nRestart=", 1)[0].replace("\\\n", " ")
     argv = shlex.split(line)
     argv[0] = str(DATASETTE)

@@ -63,7 +63,11 @@ def render(template: str, language: str, **extra: Any) -> str:
     )
     variables.update(extra)
     text = (PORTAL / "templates" / template).read_text(encoding="utf-8")
-    return str(Templar(loader=loader, variables=variables).template(trust_as_template(text)))
+    return str(
+        Templar(loader=loader, variables=variables).template(
+            trust_as_template(text), escape_backslashes=False
+        )
+    )
 
 
 def _plugin_names() -> list[str]:

@@ -59,7 +59,11 @@ def _render(role: str, template: str, name: str, **extra: Any) -> str:
     )
     variables.update(extra)
     text = (ROLES / role / "templates" / template).read_text(encoding="utf-8")
-    return str(Templar(loader=loader, variables=variables).template(trust_as_template(text)))
+    return str(
+        Templar(loader=loader, variables=variables).template(
+            trust_as_template(text), escape_backslashes=False
+        )
+    )
 
 
 def _systemd_description(unit: Path) -> str:
