@@ -16,7 +16,11 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from kallikratis import model
 from kallikratis.pki import FleetCA, constraints_of
 
-NOW = dt.datetime.now(dt.UTC)
+
+def _now() -> dt.datetime:
+    """Now, at the call: a module-level constant would lag a long (loaded) suite by more than
+    the 5 minutes the CA's not-before allows, and verification would fail for that alone."""
+    return dt.datetime.now(dt.UTC)
 
 
 @pytest.fixture
@@ -33,8 +37,8 @@ def _leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, *names:
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(minutes=5))
-        .not_valid_after(NOW + dt.timedelta(days=30))
+        .not_valid_before(_now() - dt.timedelta(minutes=5))
+        .not_valid_after(_now() + dt.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName(san), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -51,7 +55,10 @@ def _verifies(ca_pem: bytes, leaf_pem: bytes, name: str) -> bool:
     ca_cert = x509.load_pem_x509_certificate(ca_pem)
     leaf = x509.load_pem_x509_certificate(leaf_pem)
     verifier = (
-        PolicyBuilder().store(Store([ca_cert])).time(NOW).build_server_verifier(x509.DNSName(name))
+        PolicyBuilder()
+        .store(Store([ca_cert]))
+        .time(_now())
+        .build_server_verifier(x509.DNSName(name))
     )
     try:
         verifier.verify(leaf, [])
@@ -118,8 +125,8 @@ def test_an_unconstrained_ca_is_re_signed_with_the_same_key(
         .issuer_name(ca_cert.subject)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=3000))
+        .not_valid_before(_now() - dt.timedelta(days=1))
+        .not_valid_after(_now() + dt.timedelta(days=3000))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
