@@ -3,8 +3,8 @@ municipality, the collectors measure use, the alerts fire for the one that break
 `kallikratis report` shows it.
 
 On the shared deployed fleet, reverted first (``fresh``). The e2e inventory shortens the
-monitoring's intervals and alert durations (control's host_vars, :data:`LAB_MONITORING`):
-scrapes every 15 s, probes every 30 s, PortalDown after 1 minute instead of 5.
+monitoring's alert durations (control's host_vars, :data:`LAB_MONITORING`): PortalDown after
+1 minute instead of 5; scrapes and probes every 60 s as in production.
 In this order:
   1. every municipality's node exporter is `up`, every portal probed successfully;
   2. a post published on a portal shows in the use figures (collector run, then scraped);
