@@ -100,8 +100,16 @@ def heatmap(
         return _svg(fig)
 
 
-def lines(series: Mapping[str, Sequence[Series]], *, title: str, ylabel: str) -> str:
-    """One line per named series (each a single fleet-wide series), dates on the x axis."""
+def lines(
+    series: Mapping[str, Sequence[Series]],
+    *,
+    title: str,
+    ylabel: str,
+    window: tuple[float, float],
+) -> str:
+    """One line per named series (each a single fleet-wide series), dates on the x axis over
+    *window* (start, end): a young fleet's few points stay visible (a marker on each) at the
+    window's end, instead of an axis autoscaled around a single point."""
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(10.0, 2.8))
         ax = fig.subplots()
@@ -113,7 +121,12 @@ def lines(series: Mapping[str, Sequence[Series]], *, title: str, ylabel: str) ->
                     [v for _, v in s.points],
                     label=label,
                     drawstyle="steps-post",
+                    marker="o" if len(s.points) < 3 else None,
+                    markersize=3,
                 )
+        start, end = window
+        pad = (end - start) / 100  # the last point's marker whole, not cut at the frame
+        ax.set_xlim(*(mdates.date2num(datetime.fromtimestamp(t, UTC)) for t in (start, end + pad)))
         ax.xaxis_date(tz=UTC)
         ax.set_title(title, loc="left")
         ax.set_ylabel(ylabel)

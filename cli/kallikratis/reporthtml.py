@@ -11,7 +11,7 @@ from typing import Any
 from kallikratis import render, reportcharts
 from kallikratis.prometheus_api import Series
 from kallikratis.report import Report
-from kallikratis.reportmetrics import RANGE_DAYS
+from kallikratis.reportmetrics import DAY, RANGE_DAYS
 
 TEMPLATE = "report.html.j2"
 #: a heatmap shows at most this many municipalities (the lowest): 332 rows would be unreadable
@@ -76,7 +76,12 @@ def charts(report: Report) -> list[tuple[str, str]]:
         out.append(
             (
                 "Updates pending over time, whole fleet",
-                reportcharts.lines(pending, title="updates pending", ylabel="packages"),
+                reportcharts.lines(
+                    pending,
+                    title="updates pending",
+                    ylabel="packages",
+                    window=(end - RANGE_DAYS * DAY, end),
+                ),
             )
         )
     return out
