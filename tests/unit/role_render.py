@@ -50,26 +50,26 @@ CONTROL_VARS: dict[str, Any] = {
 }
 
 
-def _trusted(value: Any) -> Any:
+def trusted(value: Any) -> Any:
     """Role defaults as Ansible loads them: their templates are trusted."""
     if isinstance(value, str):
         return trust_as_template(value)
     if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
+        return {k: trusted(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_trusted(v) for v in value]
+        return [trusted(v) for v in value]
     return value
 
 
 def role_defaults(role: str) -> dict[str, Any]:
     loader = DataLoader()
-    return dict(_trusted(loader.load_from_file(str(ROLES / role / "defaults" / "main.yml"))))
+    return dict(trusted(loader.load_from_file(str(ROLES / role / "defaults" / "main.yml"))))
 
 
 def render(role: str, template: str, variables: dict[str, Any], **extra: Any) -> str:
     """ROLE's templates/TEMPLATE with its defaults, VARIABLES and EXTRA (highest precedence)."""
     loader = DataLoader()
-    values = role_defaults(role) | variables | _trusted(extra)
+    values = role_defaults(role) | variables | trusted(extra)
     text = (ROLES / role / "templates" / template).read_text(encoding="utf-8")
     return str(
         Templar(loader=loader, variables=values).template(

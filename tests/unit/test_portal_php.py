@@ -17,6 +17,7 @@ import pytest
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from kallikratis import paths
+from role_render import trusted
 
 from tests.helpers.hostile import HOSTILE_DISPLAY_NAME
 
@@ -35,20 +36,10 @@ CONTACT = {
 }
 
 
-def _trusted(value: Any) -> Any:
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def render(template: str, language: str, **extra: Any) -> str:
     loader = DataLoader()
-    variables = _trusted(loader.load_from_file(str(PORTAL / "defaults" / "main.yml")))
-    variables.update(_trusted(loader.load_from_file(str(PORTAL / "vars" / "main.yml"))))
+    variables = trusted(loader.load_from_file(str(PORTAL / "defaults" / "main.yml")))
+    variables.update(trusted(loader.load_from_file(str(PORTAL / "vars" / "main.yml"))))
     variables.update(
         ansible_managed="Ansible managed",
         kallikratis_display_name=HOSTILE_DISPLAY_NAME,

@@ -20,6 +20,7 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from kallikratis import model, paths
 from kallikratis.documents import VmKeys, compose
+from role_render import trusted
 from support import InventoryCopy, fixed_client_public_key, fixed_host_key
 
 from tests.helpers.hostile import HOSTILE_DISPLAY_NAME
@@ -30,20 +31,9 @@ ROLES = paths.PROJECT_ROOT / "roles"
 SYSTEMD_NAMES = [HOSTILE_DISPLAY_NAME, "Δήμος 100%n και %% τέλος", "Δήμος \\"]
 
 
-def _trusted(value: Any) -> Any:
-    """Role defaults as Ansible loads them: their templates are trusted."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    return value
-
-
 def _render(role: str, template: str, name: str, **extra: Any) -> str:
     loader = DataLoader()
-    variables = _trusted(loader.load_from_file(str(ROLES / role / "defaults" / "main.yml")))
+    variables = trusted(loader.load_from_file(str(ROLES / role / "defaults" / "main.yml")))
     variables.update(
         ansible_managed="Ansible managed",
         kallikratis_display_name=name,  # untrusted, as the vars plugin hands it
@@ -124,7 +114,7 @@ def test_datasette_metadata_is_json_with_the_literal_name() -> None:
 
 def test_portal_content_is_html_escaped() -> None:
     loader = DataLoader()
-    variables = _trusted(loader.load_from_file(str(ROLES / "portal" / "defaults" / "main.yml")))
+    variables = trusted(loader.load_from_file(str(ROLES / "portal" / "defaults" / "main.yml")))
     variables.update(kallikratis_display_name=HOSTILE_DISPLAY_NAME)
     templar = Templar(loader=loader, variables=variables)
     post = templar.template(variables["portal_first_post"])
