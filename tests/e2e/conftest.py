@@ -398,6 +398,18 @@ def _e2e_inventory(dest: Path) -> Path:
     return inv
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `extended` (README: "Tests") run only with KALLIKRATIS_E2E_EXTENDED=1: the
+    suite with them outgrew CI's time on the 2-core TCG machine. pytest reports them as
+    deselected, never as passed."""
+    if os.environ.get("KALLIKRATIS_E2E_EXTENDED") == "1":
+        return
+    left_out = [item for item in items if item.get_closest_marker("extended")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("extended")]
+
+
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory, conn: libvirt.virConnect) -> Iterator[Fleet]:
     inv = _e2e_inventory(tmp_path_factory.mktemp("inventory"))

@@ -133,7 +133,9 @@ def scratch(booted: Booted) -> Iterator[Fleet]:
         fleet.remove_host(SCRATCH)
 
 
-@pytest.mark.parametrize("kill_at", ["creating disk", "waiting for SSH"])
+@pytest.mark.parametrize(
+    "kill_at", [pytest.param("creating disk", marks=pytest.mark.extended), "waiting for SSH"]
+)
 def test_kill_9_midway_then_up_converges(
     scratch: Fleet, conn: libvirt.virConnect, kill_at: str
 ) -> None:

@@ -108,6 +108,7 @@ def _plain_ansible_check(fleet: Fleet, slug: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.extended
 def test_plain_ansible_playbook_reads_the_same_inventory(fresh: Deployed) -> None:
     """Plain ansible-playbook (our vars plugin, no kallikratis process) in check mode on a
     deployed VM: it connects with the pinned settings and would change nothing."""
@@ -162,6 +163,7 @@ def test_validate_rejects_bad_stack_input_before_any_change(
     assert conn.lookupByName(f"{FLEET}-{slug}").XMLDesc(0) == xml_before
 
 
+@pytest.mark.extended
 def test_removing_education_removes_kolibri(fresh: Deployed) -> None:
     fleet = fresh.fleet
     try:

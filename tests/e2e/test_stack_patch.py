@@ -129,6 +129,7 @@ def test_dry_run_lists_pending_updates_and_changes_nothing(lab: Lab) -> None:
         assert not lab.in_maintenance(slug)
 
 
+@pytest.mark.extended
 def test_sigterm_reverts_the_vm_in_progress(lab: Lab) -> None:
     """systemd stops a scheduled run with SIGTERM: the VM being patched goes back to its
     snapshot and leaves maintenance mode before the process exits."""
