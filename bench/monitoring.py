@@ -56,8 +56,10 @@ def process_figures(inventory: str, slug: str, process: str) -> tuple[float, flo
 
 def unit_figures(inventory: str, slug: str, unit: str) -> tuple[float, float]:
     """(CPU seconds, peak memory MiB) of *unit*'s last run."""
-    out = ssh(inventory, slug, f"systemctl show -p CPUUsageNSec -p MemoryPeak --value {unit}")
-    cpu_ns, peak = (line.strip() for line in out.splitlines()[:2])
+    # KEY=value, not --value: systemd prints properties in its own order, not the -p order
+    out = ssh(inventory, slug, f"systemctl show -p CPUUsageNSec -p MemoryPeak {unit}")
+    props = dict(line.strip().split("=", 1) for line in out.splitlines() if "=" in line)
+    cpu_ns, peak = props.get("CPUUsageNSec", ""), props.get("MemoryPeak", "")
     cpu = int(cpu_ns) / 1e9 if cpu_ns.isdigit() else float("nan")
     mem = int(peak) / 2**20 if peak.isdigit() else float("nan")
     return cpu, mem
