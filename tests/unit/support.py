@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,3 +232,19 @@ def assert_one_problem(err: InventoryError, root: Path, case: Bad) -> Problem:
     # the rendered message a sysadmin reads carries file, entry and field too
     assert f"{expected_file}: {case.entry}: {case.field}: " in err.message
     return problem
+
+
+def systemd_verify_units(
+    directory: Path, files: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """*files* (unit name -> text) written into *directory*, then `systemd-analyze verify`."""
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+    return subprocess.run(
+        ["systemd-analyze", "verify", *(str(directory / n) for n in sorted(files))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

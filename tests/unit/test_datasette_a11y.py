@@ -8,7 +8,6 @@ rewritten it, several without it (the check has teeth).
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from test_nginx_config import render_tree, role_vars, running
 from test_page_cache import _free_port
 
 from tests.helpers.browser import SERIOUS, Browser
+from tests.helpers.loopback import http_server, port
 
 DATASETTE_LIKE = """<!DOCTYPE html>
 <html>
@@ -49,15 +49,8 @@ class Upstream(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_address[1])
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_server(Upstream) as url:
+        yield port(url)
 
 
 def _violations(tmp_path: Path, url: str) -> list[str]:

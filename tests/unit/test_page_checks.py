@@ -11,7 +11,6 @@ import functools
 import http.server
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 from tests.helpers.browser import AXE_JS, SERIOUS, Browser, BrowserError
 from tests.helpers.links import crawl
+from tests.helpers.loopback import http_server
 
 CLEAN = """<!DOCTYPE html><html lang="el"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Δήμος</title></head>
@@ -50,15 +50,8 @@ def site(tmp_path: Path) -> Iterator[str]:
         page = page.replace('href="/contact.html"', 'href="/bad.html"')
         (root / f"{name}.html").write_text(page, encoding="utf-8")
     handler = functools.partial(QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with http_server(handler) as url:
+        yield url
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

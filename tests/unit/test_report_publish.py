@@ -26,7 +26,7 @@ from reportsupport import (
     code,
     running_engine,
 )
-from support import SLUGS, InventoryCopy
+from support import SLUGS, InventoryCopy, systemd_verify_units
 
 from tests.helpers.promfixtures import PromFixtures
 
@@ -83,17 +83,7 @@ def test_schedule_report_units_pass_systemd_analyze_verify(
     ):
         assert line in service
     assert "OnCalendar=hourly" in timer and "Unit=kallikratis-report.service" in timer
-    units = tmp_path / "units"
-    units.mkdir()
-    for name, text in files.items():
-        (units / name).write_text(text)
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", *(str(units / n) for n in sorted(files))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = systemd_verify_units(tmp_path / "units", files)
     assert proc.returncode == 0, proc.stderr
     assert "kallikratis-report" not in proc.stderr, proc.stderr
 

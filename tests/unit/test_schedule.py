@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from kallikratis import guest, patchbudget, schedule
 from kallikratis.cli import main_group
 from kallikratis.errors import InventoryError, UsageError
-from support import InventoryCopy, check_golden
+from support import InventoryCopy, check_golden, systemd_verify_units
 
 # 2025-06-01 is a Sunday
 SUN, MON, SAT, WED = 1, 2, 7, 4
@@ -120,17 +120,7 @@ def test_print_units_pass_systemd_analyze_verify(inv: InventoryCopy, tmp_path: P
     assert "PrivateNetwork" not in service and "NetworkNamespacePath" not in service
     for line in ("OnCalendar=Sun *-*-* 02:00", "Persistent=true", "RandomizedDelaySec=5min"):
         assert line in timer
-    units = tmp_path / "units"
-    units.mkdir()
-    for name, text in files.items():
-        (units / name).write_text(text)
-    proc = subprocess.run(
-        ["systemd-analyze", "verify", *(str(units / n) for n in sorted(files))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = systemd_verify_units(tmp_path / "units", files)
     assert proc.returncode == 0, proc.stderr
     assert "kallikratis-patch" not in proc.stderr, proc.stderr
 

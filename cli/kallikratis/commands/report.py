@@ -153,7 +153,7 @@ def report_cmd(
     Examples:
       kallikratis report
       kallikratis report hersonissos --json
-      kallikratis report --html /tmp/scorecard.html
+      kallikratis report --html scorecard.html
       kallikratis report --publish      # https://control.<fleet_domain>/
     """
     if as_json and as_csv:
