@@ -136,19 +136,26 @@ def repository_path(slug: str) -> str:
     return f"{BACKUP_STORE_DIR}/{slug}"
 
 
-def store_script(commands: Sequence[Sequence[str]], *, keyed: Sequence[bool]) -> str:
+def store_script(
+    commands: Sequence[Sequence[str]],
+    *,
+    keyed: Sequence[bool],
+    user: str = BACKUP_STORE_USER,
+    home: str = BACKUP_STORE_DIR,
+) -> str:
     """On control, as the backup user: borg *commands* on the local repositories.
 
     The passphrase is the first line of standard input; each command that needs the key
     (*keyed*) gets it on its own standard input (``BORG_PASSPHRASE_FD=0``) from the shell's
     printf builtin: never in an argv or a file.
     """
-    user = BACKUP_STORE_USER
     lines = ['IFS= read -r kk_passphrase || [ -n "$kk_passphrase" ]']
     for argv, needs_key in zip(commands, keyed, strict=True):
+        # borg logs (prune --list) on stderr: onto stdout, except where stdout is JSON
+        merge = "" if "--json" in argv else " 2>&1"
         borg = (
-            f"runuser -u {user} -- env HOME={BACKUP_STORE_DIR} BORG_PASSPHRASE_FD=0 "
-            f"borg {shlex.join(argv)}"
+            f"runuser -u {shlex.quote(user)} -- env HOME={shlex.quote(home)} BORG_PASSPHRASE_FD=0 "
+            f"borg {shlex.join(argv)}{merge}"
         )
         if needs_key:
             lines.append(f"printf '%s\\n' \"$kk_passphrase\" | {borg}")
