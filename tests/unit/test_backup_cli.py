@@ -142,9 +142,7 @@ def test_an_unreachable_vm_fails_alone_exit_5_journaled_without_passphrases(
     assert len(metrics) == 1
     assert "kallikratis-backup-hersonissos.prom" in metrics[0]
     assert "kallikratis-backup-minoa-pediada.prom" not in metrics[0]
-    assert 'kallikratis_backup_last_run_success{municipality=\\"minoa-pediada\\"} 0' in metrics[
-        0
-    ] or ('kallikratis_backup_last_run_success{municipality="minoa-pediada"} 0' in metrics[0])
+    assert 'kallikratis_backup_last_run_success{municipality="minoa-pediada"} 0' in metrics[0]
     # the passphrases went to control on stdin only: never in a script, the output or the journal
     secrets = _passphrases(fleet, state_dir)
     stdins = [stdin for h, _, stdin in FakeGuest.asked if stdin]
