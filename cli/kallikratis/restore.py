@@ -95,11 +95,11 @@ def restore_script(m: model.Municipality, archive: str) -> str:
     """On the VM: files, then databases, from *archive*; Kolibri stopped meanwhile."""
     name = shlex.quote(archive)
     education = "education" in m.modules
-    paths = " ".join(shlex.quote(p) for p in restore_paths(m))
+    paths = " ".join(f"--path {shlex.quote(p)}" for p in restore_paths(m))  # one flag each
     lines = []
     if education:
         lines.append("systemctl stop kolibri.service")
-    lines.append(f"borgmatic extract --archive {name} --destination / --path {paths}")
+    lines.append(f"borgmatic extract --archive {name} --destination / {paths}")
     if education:  # the SQLite dump replaces the database: no stale write-ahead log with it
         lines.append(f"rm -f {KOLIBRI_HOME}/db.sqlite3-wal {KOLIBRI_HOME}/db.sqlite3-shm")
     if "portal" in m.modules or education:

@@ -249,7 +249,8 @@ def test_a_restore_runs_behind_a_snapshot_and_leaves_maintenance(
     assert guest.flag is False
     [script] = guest.scripts
     assert "borgmatic extract --archive hersonissos-2026-12-01T10:13:18 --destination /" in script
-    assert "var/lib/kolibri" in script and "borgmatic restore --archive" in script
+    assert "--path etc/kallikratis --path var/lib/wordpress/wp-content/uploads" in script
+    assert "--path var/lib/kolibri" in script and "borgmatic restore --archive" in script
     assert script.index("systemctl stop kolibri") < script.index("borgmatic extract")
 
 
