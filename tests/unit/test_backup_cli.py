@@ -8,6 +8,7 @@ SSH into the VMs is replaced by :class:`FakeGuest` (scripts in, recorded output 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from kallikratis.guest import GuestError
 from kallikratis.keys import KeyStore
 from kallikratis.provision import Engine
 from kallikratis.secrets import ensure_secrets, read_secret
-from support import DATA, InventoryCopy
+from support import DATA, InventoryCopy, systemd_verify_units
 
 CREATED = (DATA / "borg" / "borgmatic-create.json").read_text()
 INFO = (DATA / "borg" / "borg-info.json").read_text()
@@ -283,3 +284,37 @@ def test_choose_takes_the_newest_or_the_named_archive() -> None:
         assert err.value.exit_code == 2
     with pytest.raises(KallikratisError, match="no archive yet"):
         restore.choose("hersonissos", [], None)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_schedule_backup_units_pass_systemd_analyze_verify(
+    inv: InventoryCopy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vault_password: Path
+) -> None:
+    assert shutil.which("systemd-analyze"), "install the Debian package systemd"
+    result = CliRunner().invoke(
+        main_group,
+        ["-i", str(inv.root), "schedule", "backup", "--on-calendar", "*-*-* 02:00", "--print"],
+    )
+    assert result.exit_code == 0, result.output
+    files = {}
+    for chunk in result.output.split("# /etc/systemd/system/")[1:]:
+        name, _, text = chunk.partition("\n")
+        files[name] = text
+    assert sorted(files) == ["kallikratis-backup.service", "kallikratis-backup.timer"]
+    service, timer = files["kallikratis-backup.service"], files["kallikratis-backup.timer"]
+    assert f"-i {inv.root.resolve()} backup --all" in service
+    assert f'Environment="KALLIKRATIS_VAULT_PASSWORD_FILE={vault_password}"' in service
+    assert "TimeoutStartSec=6h" in service and "SuccessExitStatus" not in service
+    assert "OnCalendar=*-*-* 02:00" in timer and "Unit=kallikratis-backup.service" in timer
+    proc = systemd_verify_units(tmp_path / "units", files)
+    assert proc.returncode == 0, proc.stderr
+    assert "kallikratis-backup" not in proc.stderr, proc.stderr
+
+
+def test_schedule_backup_refuses_a_bad_calendar(inv: InventoryCopy) -> None:
+    result = CliRunner().invoke(
+        main_group, ["-i", str(inv.root), "schedule", "backup", "--on-calendar", "whenever"]
+    )
+    assert isinstance(result.exception, KallikratisError) and result.exception.exit_code == 2
