@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from kallikratis import backups, journal, model, restore, runlock
 from kallikratis.cli import main_group
 from kallikratis.commands import backup as backup_cmd
+from kallikratis.commands import common, lifecycle
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import GuestError
 from kallikratis.keys import KeyStore
@@ -318,3 +319,67 @@ def test_schedule_backup_refuses_a_bad_calendar(inv: InventoryCopy) -> None:
         main_group, ["-i", str(inv.root), "schedule", "backup", "--on-calendar", "whenever"]
     )
     assert isinstance(result.exception, KallikratisError) and result.exception.exit_code == 2
+
+
+# --------------------------------------------------------------------------- destroy
+
+
+def _engine_with_vms(
+    make_engine: Callable[[model.Fleet], Engine], fleet: model.Fleet, inv: InventoryCopy
+) -> tuple[Engine, common.Context]:
+    engine = make_engine(fleet)
+    engine.up([fleet.get("hersonissos")], lambda _s, _p: None, wait=False)
+    ctx = common.Context(inv.root)
+    ctx._engine = engine  # the same test-driver connection that holds the domain
+    return engine, ctx
+
+
+def _domains(engine: Engine) -> set[str]:
+    be = engine.backend("hv01")
+    return {d for d in ("crete-hersonissos",) if be.domain(d) is not None}
+
+
+def test_destroy_takes_a_final_backup_first_and_names_it(
+    fleet: model.Fleet, inv: InventoryCopy, make_engine, state_dir: Path
+) -> None:
+    engine, ctx = _engine_with_vms(make_engine, fleet, inv)
+    herso = engine.fleet.get("hersonissos")
+    assert _domains(engine) == {herso.vm_name}
+    FakeGuest.replies = {str(herso.ip): CREATED}
+    result = CliRunner().invoke(main_group.commands["destroy"], ["hersonissos", "--yes"], obj=ctx)
+    assert result.exit_code == 0, result.output
+    assert "final backup of hersonissos: hersonissos-2026-12-01T10:13:18" in result.output
+    assert _domains(engine) == set()
+    [run] = _journal(state_dir)
+    details = [r.detail for r in run.results]
+    [detail] = details
+    assert detail.startswith("final backup hersonissos-2026-12-01T10:13:18;")
+
+
+def test_without_a_final_backup_nothing_is_destroyed(
+    fleet: model.Fleet, inv: InventoryCopy, make_engine
+) -> None:
+    engine, ctx = _engine_with_vms(make_engine, fleet, inv)
+    FakeGuest.down = {str(engine.fleet.get("hersonissos").ip)}
+    result = CliRunner().invoke(main_group.commands["destroy"], ["hersonissos", "--yes"], obj=ctx)
+    assert isinstance(result.exception, backups.BackupError), result.output
+    assert result.exception.exit_code == 5 and "nothing was destroyed" in result.exception.message
+    assert _domains(engine) == {"crete-hersonissos"}
+
+
+@pytest.mark.parametrize(("typed", "destroyed"), [("hersonissos", True), ("minoa", False)])
+def test_no_final_backup_is_asked_for_twice(
+    fleet: model.Fleet, inv: InventoryCopy, make_engine, monkeypatch, typed: str, destroyed: bool
+) -> None:
+    engine, ctx = _engine_with_vms(make_engine, fleet, inv)
+    monkeypatch.setattr(lifecycle.os, "isatty", lambda _fd: True)
+    result = CliRunner().invoke(
+        main_group.commands["destroy"],
+        ["hersonissos", "--no-final-backup"],
+        obj=ctx,
+        input=f"y\n{typed}\n",
+    )
+    assert "No final backup" in result.output
+    assert _domains(engine) == (set() if destroyed else {"crete-hersonissos"})
+    assert result.exit_code == (0 if destroyed else 1), result.output
+    assert FakeGuest.asked == []  # no backup was attempted

@@ -25,6 +25,7 @@ from kallikratis.commands.common import (
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import UsageError
 from kallikratis.guest import Guest
+from kallikratis.journal import RunRecord
 from kallikratis.selection import select
 
 
@@ -278,6 +279,47 @@ def restore_cmd(
             )
         if outcome.result != "restored":
             raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+
+
+def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str, str]:
+    """Before `destroy`: one last archive of every municipality among *slugs* whose VM
+    exists, named in the output and the journal. BackupError (exit 5, nothing destroyed)
+    when one cannot be made; no control VM: a warning (there is no store to write to).
+    Returns slug -> archive name."""
+    fleet = ctx.fleet
+    tenants = [m for m in fleet.tenants if m.slug in slugs]
+    if not tenants:
+        return {}
+    if fleet.control is None:
+        console_err.print(
+            "[yellow]warning:[/] no central VM with role control: no backup store, so no "
+            "final backup is taken"
+        )
+        return {}
+    engine = ctx.engine
+    running, failed = [], []
+    for m in tenants:
+        dom = engine.backend(m.hypervisor).domain(m.vm_name)
+        if dom is None:
+            continue  # nothing left to back up, nothing to destroy
+        if dom.running:
+            running.append(m)
+        else:
+            failed.append(backups.Outcome(m.slug, detail=f"the VM is {dom.state}"))
+    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), _store(ctx))
+    for o in outcomes:
+        name = o.archive.name if o.archive else ""
+        record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
+        if o.result == "ok":
+            console.print(f"final backup of {esc(o.slug)}: {esc(name)}")
+    bad = [o for o in outcomes if o.result != "ok"]
+    if bad:
+        why = "; ".join(f"{o.slug}: {o.detail}" for o in bad)
+        raise backups.BackupError(
+            f"no final backup ({why}): nothing was destroyed. Start the VM (`kallikratis up "
+            "NAME`) and try again, or destroy without one: --no-final-backup"
+        )
+    return {o.slug: o.archive.name for o in outcomes if o.archive is not None}
 
 
 COMMANDS = (backup_cmd, backups_cmd, restore_cmd)
