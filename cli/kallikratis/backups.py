@@ -35,6 +35,8 @@ ENCRYPTION = "repokey-blake2"
 CREATE_TIMEOUT = 3 * 3600.0
 STORE_TIMEOUT = 1800.0
 DEFAULT_PARALLEL = 4
+#: seconds borg on control waits for a repository lock (a VM's backup may be writing)
+LOCK_WAIT = "300"
 
 GuestOf = Callable[[model.Municipality], Guest]
 PassphraseOf = Callable[[str], str]
@@ -167,8 +169,9 @@ def store_script(
 def prune_commands(slug: str, keep: Mapping[str, int]) -> tuple[list[list[str]], list[bool]]:
     """Prune per *keep* ({daily, weekly, monthly}) then compact (frees the space)."""
     repo = repository_path(slug)
-    prune = ["prune", "--list", *(f"--keep-{k}={int(keep[k])}" for k in sorted(keep)), repo]
-    return [prune, ["compact", repo]], [True, False]
+    keeps = [f"--keep-{k}={int(keep[k])}" for k in sorted(keep)]
+    prune = ["--lock-wait", LOCK_WAIT, "prune", "--list", *keeps, repo]
+    return [prune, ["--lock-wait", LOCK_WAIT, "compact", repo]], [True, False]
 
 
 def parse_pruned(text: str) -> list[str]:
@@ -220,7 +223,8 @@ class Store:
         repo = repository_path(slug)
         if self.guest.run(f"test -d {shlex.quote(repo)} && echo yes || echo no").strip() != "yes":
             return []
-        out = self.run(slug, [["info", "--json", "--last", "100000", repo]], [True])
+        info = ["--lock-wait", LOCK_WAIT, "info", "--json", "--last", "100000", repo]
+        out = self.run(slug, [info], [True])
         return parse_archives(out)
 
     def prune(self, slug: str, keep: Mapping[str, int]) -> list[str]:

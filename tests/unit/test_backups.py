@@ -108,9 +108,9 @@ def test_create_script_makes_the_repository_if_missing_then_one_archive() -> Non
 def test_prune_commands_follow_backup_keep_and_compact() -> None:
     commands, keyed = backups.prune_commands("hersonissos", {"daily": 7, "weekly": 4, "monthly": 6})
     prune, compact = commands
-    assert prune[0] == "prune" and prune[-1] == "/srv/backups/hersonissos"
+    assert prune[:3] == ["--lock-wait", "300", "prune"] and prune[-1] == "/srv/backups/hersonissos"
     assert {"--keep-daily=7", "--keep-weekly=4", "--keep-monthly=6"} <= set(prune)
-    assert compact == ["compact", "/srv/backups/hersonissos"]
+    assert compact == ["--lock-wait", "300", "compact", "/srv/backups/hersonissos"]
     assert keyed == [True, False]  # compact needs no key
 
 
@@ -268,7 +268,10 @@ def test_prune_and_info_on_a_real_repository_with_the_passphrase_on_stdin(
     assert wrong.returncode != 0 and "incorrect" in wrong.stderr
 
     prune = store(
-        [["prune", "--list", "--keep-daily=2", str(repo)], ["compact", str(repo)]],
+        [
+            ["--lock-wait", "300", "prune", "--list", "--keep-daily=2", str(repo)],
+            ["--lock-wait", "300", "compact", str(repo)],
+        ],
         [True, False],
         PASSPHRASE + "\n",
     )
