@@ -4,6 +4,8 @@ and firewall."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from kallikratis import model, stackvars
+from kallikratis import model, stackvars, verify
+from kallikratis.checks.test_base import mgmt_sources_accepted
 from kallikratis.keys import KeyStore
 from kallikratis.secrets import ensure_secrets, read_secret, vault_file
 from kallikratis.stack import prepare_stack
@@ -246,3 +249,47 @@ def test_controls_firewall_opens_ssh_to_the_municipalities_only_on_control(tmp_p
         done = subprocess.run([NFT, "-c", "-f", str(path)], capture_output=True, text=True)
         if "Operation not permitted" not in done.stderr:
             assert done.returncode == 0, done.stderr
+
+
+def test_verify_expects_the_municipalities_on_controls_ssh_only(
+    fleet: model.Fleet, state_dir: Path
+) -> None:
+    spec = json.loads(verify.write_spec(fleet, list(fleet.municipalities), state_dir).read_text())
+    assert spec["control"]["backup_clients"] == [f"{m.ip}/32" for m in fleet.tenants]
+    assert spec["hersonissos"]["backup_clients"] == []
+    # control's rule as nft -j lists it: an anonymous set of the municipalities' addresses
+    tenants = {"set": [str(m.ip) for m in fleet.tenants]}
+    rules = [_nft_rule("@mgmt4"), _nft_rule(tenants, ports=[22])]
+    sets = {"mgmt4": {"name": "mgmt4", "elem": ["10.42.0.1"]}}
+    accepted = mgmt_sources_accepted(rules, sets, 22)
+    assert accepted == sorted(
+        ipaddress.collapse_addresses(
+            [
+                ipaddress.ip_network("10.42.0.1/32"),
+                *(ipaddress.ip_network(m.ip) for m in fleet.tenants),
+            ]
+        )
+    )
+    assert mgmt_sources_accepted(rules, sets, 9100) == [ipaddress.ip_network("10.42.0.1/32")]
+
+
+def _nft_rule(saddr: Any, ports: list[int] | None = None) -> dict[str, Any]:
+    return {
+        "expr": [
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                    "right": saddr,
+                }
+            },
+            {
+                "match": {
+                    "op": "==",
+                    "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                    "right": {"set": ports or [22, 9100]},
+                }
+            },
+            {"accept": None},
+        ]
+    }
