@@ -126,7 +126,7 @@ def backup_cmd(
                 board(slug, "backing up")
 
             def done(o: backups.Outcome) -> None:
-                board(o.slug, o.result)
+                board(o.slug, "backed up" if o.result == "ok" else "failed")
                 name = o.archive.name if o.archive else ""
                 record.result(o.slug, o.result, (name + " " + o.detail).strip()[:1500], o.seconds)
 
