@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, lifecycle, patch, report, snapshots, stack
+from kallikratis.commands import audit, backup, lifecycle, patch, report, snapshots, stack
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands import keys as keys_cmd
 from kallikratis.commands.common import Context, console_err
@@ -26,6 +26,7 @@ Typical session:
   kallikratis -i inventories/crete patch --all --dry-run
   kallikratis history hersonissos
   kallikratis -i inventories/crete report --html scorecard.html
+  kallikratis -i inventories/crete backup --all
 Onboarding a municipality = one new entry under municipalities in hosts.yml, then `up NAME`.
 Exit codes: 0 ok, 1 failed or declined, 2 bad input, 3 hypervisor error,
 4 image error, 5 some municipalities failed,
@@ -71,6 +72,7 @@ for command in (
     *keys_cmd.COMMANDS,
     *snapshots.COMMANDS,
     *report.COMMANDS,
+    *backup.COMMANDS,
 ):
     main_group.add_command(command)
 

@@ -137,6 +137,12 @@ class Municipality:
     patch_keep_snapshots: int = 1
     #: seconds after which a pre-patch snapshot is deleted (patch runs, `snapshots prune`)
     patch_snapshot_max_age: int = 7 * 86400
+    #: backups: archives kept per period after each prune ({daily, weekly, monthly})
+    backup_keep: Mapping[str, int] = field(
+        default_factory=lambda: {"daily": 7, "weekly": 4, "monthly": 6}, hash=False
+    )
+    #: backups: the off-site copy's ssh:// URL ("" = none; validated, copy not implemented yet)
+    backup_remote: str = ""
     #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     #: who issues the TLS certificate (TLS_MODES)

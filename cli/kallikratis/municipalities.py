@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kallikratis import endpointfields, model, opsfields, portalfields, schedule
+from kallikratis import backupfields, endpointfields, model, opsfields, portalfields, schedule
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import Problem
 from kallikratis.varsfiles import RawInventory, Vars
@@ -99,6 +99,8 @@ def load_municipalities(
                     hv, slug, "patch_snapshot_max_age", opsfields.patch_snapshot_max_age
                 ),
                 apt_sources=chk.shared(hv, slug, "apt_sources", opsfields.apt_sources),
+                backup_keep=chk.shared(hv, slug, "backup_keep", backupfields.backup_keep),
+                backup_remote=chk.shared(hv, slug, "backup_remote", backupfields.backup_remote),
                 tls=chk.shared(hv, slug, "tls", endpointfields.tls_mode),
                 contact=chk.shared(hv, slug, "contact", portalfields.contact),
                 comment_ip_retention_days=chk.shared(

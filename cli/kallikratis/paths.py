@@ -182,6 +182,11 @@ class FleetState:
         """A municipality's SSH host key, vault-encrypted."""
         return self.dir / "host-keys" / f"{slug}.vault"
 
+    def backup_public_key(self, slug: str) -> Path:
+        """The public half of a municipality's backup SSH key (the private half is in its
+        vault.yml): what the control VM's backup store authorizes."""
+        return self.dir / "backup-keys" / f"{slug}.pub"
+
     @property
     def ca_cert(self) -> Path:
         return self.dir / "pki" / "ca.crt"

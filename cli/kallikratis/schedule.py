@@ -238,8 +238,63 @@ def report_units(
 
     Exit 5 (some municipality red) is the report's finding, not a failure of the unit.
     """
-    unit = unit_name(name, "report")
-    argv = [*(command or executable()), "-i", str(inventory), "report", "--publish"]
+    return _command_units(
+        "report",
+        ["report", "--publish"],
+        f"Kallikratis fleet scorecard of {fleet}",
+        on_calendar=on_calendar,
+        inventory=inventory,
+        state_dir=state_dir,
+        name=name,
+        command=command,
+        environment=environment,
+        service_extra=[("SuccessExitStatus", "5"), ("TimeoutStartSec", "15min")],
+    )
+
+
+def backup_units(
+    *,
+    on_calendar: str,
+    inventory: Path,
+    state_dir: Path,
+    fleet: str,
+    name: str = "",
+    timeout_hours: int = 6,
+    command: Sequence[str] | None = None,
+    environment: Mapping[str, str] | None = None,
+) -> Units:
+    """The service (one ``backup --all``) and its timer. A municipality that was not backed
+    up (exit 5) fails the unit: `systemctl --failed` shows it, besides the BackupFailed alert."""
+    return _command_units(
+        "backup",
+        ["backup", "--all"],
+        f"Kallikratis scheduled backup of fleet {fleet}",
+        on_calendar=on_calendar,
+        inventory=inventory,
+        state_dir=state_dir,
+        name=name,
+        command=command,
+        environment=environment,
+        service_extra=[("TimeoutStartSec", f"{timeout_hours}h")],
+    )
+
+
+def _command_units(
+    kind: str,
+    args: Sequence[str],
+    about_text: str,
+    *,
+    on_calendar: str,
+    inventory: Path,
+    state_dir: Path,
+    name: str,
+    command: Sequence[str] | None,
+    environment: Mapping[str, str] | None,
+    service_extra: Sequence[tuple[str, str]],
+) -> Units:
+    """A oneshot service running ``kallikratis -i INVENTORY ARGS`` and its persistent timer."""
+    unit = unit_name(name, kind)
+    argv = [*(command or executable()), "-i", str(inventory), *args]
     env = {"KALLIKRATIS_STATE_DIR": str(state_dir), **(environment or {})}
     if any("\n" in a for a in [*argv, *env.values()]):
         raise UsageError("paths with a newline cannot go into a systemd unit")
@@ -248,8 +303,7 @@ def report_units(
         ("ExecStart", " ".join(_quote(a) for a in argv)),
         *(("Environment", _env(f"{k}={v}")) for k, v in env.items()),
         ("Environment", "PYTHONUNBUFFERED=1"),
-        ("SuccessExitStatus", "5"),
-        ("TimeoutStartSec", "15min"),
+        *service_extra,
         *HARDENING,
     ]
     timer = [
@@ -259,7 +313,7 @@ def report_units(
         ("AccuracySec", "1min"),
         ("Unit", f"{unit}.service"),
     ]
-    about = _escape(f"Kallikratis fleet scorecard of {fleet}")
+    about = _escape(about_text)
     service_unit = [
         ("Description", about),
         ("Wants", "network-online.target"),
@@ -267,14 +321,14 @@ def report_units(
     ]
     return Units(
         unit,
-        _ini([("Unit", service_unit), ("Service", service)], "report"),
+        _ini([("Unit", service_unit), ("Service", service)], kind),
         _ini(
             [
                 ("Unit", [("Description", about + " (timer)")]),
                 ("Timer", timer),
                 ("Install", [("WantedBy", "timers.target")]),
             ],
-            "report",
+            kind,
         ),
     )
 

@@ -13,7 +13,7 @@ import yaml
 
 from kallikratis import model
 from kallikratis.errors import KallikratisError
-from kallikratis.keys import KeyStore, atomic_write
+from kallikratis.keys import KeyStore, atomic_write, generate, locked
 
 SECRET_NAMES = (
     "vault_portal_admin_password",
@@ -21,7 +21,14 @@ SECRET_NAMES = (
     "vault_education_admin_password",
     # header X-Kallikratis-Maintenance-Bypass: <token> is served normally in maintenance mode
     "vault_web_maintenance_bypass",
+    # borg's repokey passphrase of the municipality's repository on control (roles/backup)
+    "vault_backup_passphrase",
+    # the SSH key the VM logs in to control's backup store with (roles/backup, backupstore)
+    "vault_backup_ssh_key",
+    "vault_backup_ssh_public_key",
 )
+#: generated together as one ed25519 key pair, not as random tokens
+BACKUP_KEY_NAMES = ("vault_backup_ssh_key", "vault_backup_ssh_public_key")
 
 #: the central `control` VM's: the dashboard's basic-auth password (user kallikratis)
 CONTROL_SECRET_NAMES = ("vault_monitoring_report_password",)
@@ -67,14 +74,34 @@ def read_secret(fleet: model.Fleet, slug: str, keys: KeyStore, name: str) -> str
 
 
 def ensure_secrets(fleet: model.Fleet, m: model.Municipality, keys: KeyStore) -> bool:
-    """Create or complete the municipality's vault file; True when it was written."""
+    """Create or complete the municipality's vault file; True when it was written.
+
+    Under a lock per municipality: two runs (a deploy of control completes every tenant's
+    backup key) never generate two different values of one secret.
+    """
     path = vault_file(fleet, m.slug)
     vault = keys.vault()
-    current: dict[str, str] = _read_vault(path, keys) if path.exists() else {}
-    missing = [n for n in secret_names(m) if not current.get(n)]
-    if not missing:
-        return False
-    for name in missing:
-        current[name] = secrets.token_urlsafe(24)
-    atomic_write(path, vault.encrypt(yaml.safe_dump(current).encode()), 0o600)
-    return True
+    with locked(keys.dir / "vault-locks" / f"{m.slug}.lock"):
+        current: dict[str, str] = _read_vault(path, keys) if path.exists() else {}
+        missing = [n for n in secret_names(m) if not current.get(n)]
+        if missing:
+            if any(n in BACKUP_KEY_NAMES for n in missing):  # a pair, never half of one
+                pair = generate(f"kallikratis-backup@{m.slug}")
+                current["vault_backup_ssh_key"] = pair.private_openssh
+                current["vault_backup_ssh_public_key"] = pair.public_openssh
+            for name in missing:
+                if name not in BACKUP_KEY_NAMES:
+                    current[name] = secrets.token_urlsafe(24)
+            atomic_write(path, vault.encrypt(yaml.safe_dump(current).encode()), 0o600)
+        _publish_backup_key(keys, m.slug, current.get("vault_backup_ssh_public_key", ""))
+    return bool(missing)
+
+
+def _publish_backup_key(keys: KeyStore, slug: str, public: str) -> None:
+    """The public half next to the fleet's known_hosts, for the control VM's variables
+    (:func:`kallikratis.stackvars.central_vars` reads it without the vault password)."""
+    if not public:
+        return
+    path = keys.paths.backup_public_key(slug)
+    if not path.exists() or path.read_text().strip() != public:
+        atomic_write(path, public + "\n", 0o600)

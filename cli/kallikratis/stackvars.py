@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kallikratis import model, ssh
-from kallikratis.paths import StateDir
+from kallikratis.paths import FleetState, StateDir
 
 #: paths on the VM that more than one role (and the controller) use; the roles see them as
 #: kallikratis_nginx_snippet_dir, kallikratis_maintenance_flag and kallikratis_wheelhouse
@@ -60,6 +60,7 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
         ],
         "kallikratis_central_roles": list(m.central_roles),
         **(central_vars(fleet, m) if m.is_central else tenant_vars(fleet)),
+        **backup_vars(fleet, m, mine),
     }
 
 
@@ -81,6 +82,74 @@ def central_vars(fleet: model.Fleet, m: model.Municipality) -> dict[str, Any]:
         "kallikratis_alert_webhook_url": fleet.alerts.webhook_url,
         "kallikratis_alert_smtp_smarthost": fleet.alerts.smtp_smarthost,
     }
+
+
+#: the backup store on control: borg's home, one repository per municipality under it
+BACKUP_STORE_DIR = "/srv/backups"
+BACKUP_STORE_USER = "borg"
+
+
+def backup_repository(control: model.Municipality, slug: str) -> str:
+    """A municipality's borg repository on control, as borgmatic on its VM names it."""
+    return f"ssh://{BACKUP_STORE_USER}@{control.ip}/./{slug}"
+
+
+def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> dict[str, Any]:
+    """Backups (roles/backup on a municipality, roles/backupstore on control).
+
+    A municipality learns where its repository is and control's pinned host key (the
+    controller's known_hosts line of control: the VM never trusts on first use); control
+    learns every municipality's address and backup public key (the private half is in the
+    municipality's vault.yml; the CLI writes the public half next to known_hosts).
+    """
+    control = fleet.control
+    if m.is_central:
+        if "control" not in m.central_roles:
+            return {}
+        clients = [
+            {
+                "slug": t.slug,
+                "ip": str(t.ip),
+                "public_key": _read_line(mine.backup_public_key(t.slug)),
+            }
+            for t in fleet.tenants
+        ]
+        return {
+            "kallikratis_backup_clients": clients,
+            "kallikratis_backup_store_dir": BACKUP_STORE_DIR,
+        }
+    if control is None:
+        return {"kallikratis_backup_store": {}}
+    return {
+        "kallikratis_backup_store": {
+            "slug": control.slug,
+            "host": str(control.ip),
+            "user": BACKUP_STORE_USER,
+            "repository": backup_repository(control, m.slug),
+            "known_hosts": known_host_lines(mine.known_hosts, control.slug),
+        }
+    }
+
+
+def known_host_lines(known_hosts: Path, slug: str) -> list[str]:
+    """The fleet known_hosts lines of *slug* ("address type key slug"); [] before its `up`."""
+    try:
+        text = known_hosts.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[3] == slug:
+            out.append(" ".join(fields[:3]))
+    return out
+
+
+def _read_line(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 def monitoring_target(m: model.Municipality) -> dict[str, Any]:

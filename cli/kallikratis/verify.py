@@ -111,6 +111,11 @@ def write_spec(
             # verify's requests come from the controller: are the admin paths open to it?
             "admin_allowed": fleet.admin_allows(fleet.network.controller),
             "mgmt_sources": [str(n) for n in fleet.management_sources],
+            # control's backup store: the municipalities reach its SSH (roles/backupstore)
+            "backup_store": fleet.control is not None and not m.is_central,
+            "backup_clients": [f"{t.ip}/32" for t in fleet.tenants]
+            if "control" in m.central_roles
+            else [],
             "language": m.language,
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
             "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),

@@ -24,6 +24,8 @@ ALERTS = {
     "MaintenanceModeTooLong",
     "PatchRunFailed",
     "MetricsCollectorFailed",
+    "BackupTooOld",
+    "BackupFailed",
 }
 
 

@@ -34,6 +34,9 @@ COMMANDS = [
     "keys",
     "snapshots",
     "report",
+    "backup",
+    "backups",
+    "restore",
 ]
 
 

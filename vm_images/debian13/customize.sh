@@ -46,6 +46,12 @@ fi
 systemctl mask prometheus.service prometheus-alertmanager.service \
     prometheus-blackbox-exporter.service >/dev/null 2>&1
 
+# Debian's borgmatic enables a daily timer running every action (create, prune, compact, check)
+# with whatever config it finds. Backups are run from the controller (`kallikratis backup`,
+# `kallikratis schedule backup`), and prune must never run from a VM against its append-only
+# repository (roles/backup): masked.
+systemctl mask borgmatic.timer borgmatic.service >/dev/null 2>&1
+
 # Baked application services stay off until a role enables them: a fresh VM boots only what
 # provisioning needs (under TCG every service costs seconds before SSH answers).
 for unit in mariadb.service nginx.service prometheus-node-exporter.service prometheus-node-exporter-apt.timer \

@@ -89,6 +89,8 @@ def _accepts(rule: dict[str, Any]) -> bool:
 def _networks(value: Any, sets: dict[str, Any]) -> list[ipaddress.IPv4Network]:
     if isinstance(value, str) and value.startswith("@"):
         value = sets[value[1:]].get("elem", [])
+    if isinstance(value, dict) and "set" in value:  # an anonymous set: saddr { a, b }
+        value = value["set"]
     items = value if isinstance(value, list) else [value]
     out = []
     for item in items:
@@ -126,11 +128,15 @@ def mgmt_sources_accepted(
 
 def test_firewall_mgmt_ports_only_from_mgmt_sources(host: Any, spec: dict[str, Any]) -> None:
     # Exactly the management sources (the controller): not a wider network, not a neighbour.
+    # On control, SSH also from each municipality (the backup store, user borg only).
     _, rules, sets = _input_chain(host)
-    wanted = sorted(
-        ipaddress.collapse_addresses(ipaddress.ip_network(n) for n in spec["mgmt_sources"])
-    )
     for port in (22, 9100):
+        extra = spec.get("backup_clients", []) if port == 22 else []
+        wanted = sorted(
+            ipaddress.collapse_addresses(
+                ipaddress.ip_network(n) for n in [*spec["mgmt_sources"], *extra]
+            )
+        )
         accepted = mgmt_sources_accepted(rules, sets, port)
         assert accepted is not None, f"port {port} is open to everyone"
         assert accepted == wanted, (

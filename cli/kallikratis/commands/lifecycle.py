@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from kallikratis import capacity, model
 from kallikratis.commands.audit import audited, record_results
+from kallikratis.commands.backup import final_backups
 from kallikratis.commands.common import (
     Context,
     all_opt,
@@ -223,13 +225,23 @@ console_cmd.name = "console"
 @names_arg
 @all_opt
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option("--no-final-backup", is_flag=True, help="Skip the final backup (asked for twice).")
 @json_option
 @pass_ctx
-def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json: bool) -> None:
+def destroy(
+    ctx: Context,
+    names: tuple[str, ...],
+    all_: bool,
+    yes: bool,
+    no_final_backup: bool,
+    as_json: bool,
+) -> None:
     """Remove VMs: domain, disk, seed and DHCP reservation. Never the golden image.
 
-    NAMES may include orphans (VMs of this fleet no longer in the inventory). Only domains
-    carrying Kallikratis metadata are ever touched.
+    A municipality's VM is first backed up one last time into its repository on control
+    (the archive is named; its repository is kept); when that fails, nothing is destroyed
+    (exit 5). --no-final-backup skips it. NAMES may include orphans (VMs of this fleet no
+    longer in the inventory). Only domains carrying Kallikratis metadata are ever touched.
     """
     engine = ctx.engine
     slugs = select_for_destroy(ctx.fleet, names, all_, lambda: [o.slug for o in engine.orphans()])
@@ -240,11 +252,34 @@ def destroy(ctx: Context, names: tuple[str, ...], all_: bool, yes: bool, as_json
             f"Destroy {len(slugs)} VM(s) and their disks: {', '.join(slugs)}?", abort=True
         )
         _confirm_central(ctx.fleet, slugs)
+        if no_final_backup:
+            _confirm_no_backup(ctx.fleet, slugs)
     with audited(ctx, "destroy", slugs) as record:
+        archives = {} if no_final_backup else final_backups(ctx, slugs, record)
         with PhaseBoard(slugs, "destroy") as board:
             results = engine.destroy(slugs, board)
+        results = [  # the journal and the report name each final archive
+            dataclasses.replace(r, detail=f"final backup {archives[r.slug]}; {r.detail}".strip())
+            if r.slug in archives
+            else r
+            for r in results
+        ]
         record_results(record, results)
         report_results(results, as_json, "destroy")
+
+
+def _confirm_no_backup(fleet: model.Fleet, slugs: list[str]) -> None:
+    """--no-final-backup: the second question, answered by typing the names."""
+    tenants = [m.slug for m in fleet.tenants if m.slug in slugs]
+    if not tenants:
+        return
+    console_err.print(
+        f"[bold red]No final backup[/] of {', '.join(tenants)}: whatever changed since the "
+        "last backup is lost with the VM."
+    )
+    typed = click.prompt("Type the name(s) again to destroy without a backup", default="")
+    if sorted(typed.replace(",", " ").split()) != sorted(tenants):
+        raise click.Abort()
 
 
 def _confirm_central(fleet: model.Fleet, slugs: list[str]) -> None:

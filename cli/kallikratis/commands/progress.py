@@ -24,6 +24,8 @@ TERMINAL = (
     "planned",
     "passed",
     "no checks",
+    "backed up",
+    "restored",
 )
 
 

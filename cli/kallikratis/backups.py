@@ -1,0 +1,276 @@
+"""Backups of the municipalities: borgmatic on each VM into its own repository on `control`.
+
+A backup runs on the municipality's VM (``borgmatic create``, over the pinned SSH path as the
+admin user, see :mod:`kallikratis.guest`): roles/backup configured borgmatic there, with the
+repository ``ssh://borg@<control>/./<slug>``, repokey-blake2 and the municipality's passphrase
+in a root-only file. control's authorized_keys forces ``borg serve --append-only`` for that
+VM's key, so the VM cannot delete anything: pruning (``backup_keep``) and compaction run on
+control against the local repository, started from the controller with the passphrase on the
+SSH session's standard input (``BORG_PASSPHRASE_FD=0``). control never stores a passphrase,
+and no passphrase is ever in an argv, a log or the journal.
+
+Reading the archives (``kallikratis backups``) also runs on control: it works while the
+municipality's VM is down or gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from kallikratis import model
+from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.guest import Guest, GuestError
+from kallikratis.stackvars import BACKUP_STORE_DIR, BACKUP_STORE_USER
+
+log = logging.getLogger(__name__)
+ENCRYPTION = "repokey-blake2"
+#: the longest one municipality's `borgmatic create` may take (seconds)
+CREATE_TIMEOUT = 3 * 3600.0
+STORE_TIMEOUT = 1800.0
+DEFAULT_PARALLEL = 4
+#: seconds borg on control waits for a repository lock (a VM's backup may be writing)
+LOCK_WAIT = "300"
+
+GuestOf = Callable[[model.Municipality], Guest]
+PassphraseOf = Callable[[str], str]
+
+
+class BackupError(KallikratisError):
+    """Some municipalities were not backed up (the others were)."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One archive of a repository, as borg reports it (sizes in bytes)."""
+
+    name: str
+    start: str
+    original_size: int = 0
+    compressed_size: int = 0
+    deduplicated_size: int = 0
+    nfiles: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    """One municipality's backup: ok or failed, and what borg said about the archive."""
+
+    slug: str
+    result: str = "failed"
+    archive: Archive | None = None
+    seconds: float = 0.0
+    pruned: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+# -- parsing borg's and borgmatic's JSON ------------------------------------------------------
+def _archive(data: Mapping[str, Any]) -> Archive:
+    stats = data.get("stats") or {}
+    try:
+        return Archive(
+            name=str(data["name"]),
+            start=str(data.get("start", "")),
+            original_size=int(stats.get("original_size", 0)),
+            compressed_size=int(stats.get("compressed_size", 0)),
+            deduplicated_size=int(stats.get("deduplicated_size", 0)),
+            nfiles=int(stats.get("nfiles", 0)),
+            seconds=float(data.get("duration", 0.0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KallikratisError(
+            f"borg reported an archive without a usable name or stats: {exc}"
+        ) from None
+
+
+def _load(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise KallikratisError(f"{what}: not JSON ({exc}): {text[:200]!r}") from None
+
+
+def parse_create(text: str) -> Archive:
+    """The archive `borgmatic create --json` made (one repository: a list of one result)."""
+    data = _load(text, "borgmatic create --json")
+    results = data if isinstance(data, list) else [data]
+    made = [r["archive"] for r in results if isinstance(r, dict) and "archive" in r]
+    if len(made) != 1:
+        raise KallikratisError(f"borgmatic create --json: expected one archive, got {len(made)}")
+    return _archive(made[0])
+
+
+def parse_archives(text: str) -> list[Archive]:
+    """The archives of `borg info --json` or `borg list --json`, oldest first."""
+    data = _load(text, "borg --json")
+    if not isinstance(data, dict) or not isinstance(data.get("archives"), list):
+        raise KallikratisError("borg --json: no list of archives in the output")
+    return sorted((_archive(a) for a in data["archives"]), key=lambda a: (a.start, a.name))
+
+
+def owns(slug: str, archive: str) -> bool:
+    """True when *archive* is named as *slug*'s borgmatic names it (roles/backup)."""
+    return archive.startswith(f"{slug}-") and archive[len(slug) + 1 : len(slug) + 2].isdigit()
+
+
+# -- the scripts ---------------------------------------------------------------------------------
+def create_script() -> str:
+    """On the VM: the repository made if it is missing (borgmatic skips an existing one),
+    then one archive; only create's JSON goes to stdout."""
+    return (
+        "if borgmatic repo-create --help >/dev/null 2>&1; then action=repo-create; "
+        "else action=init; fi\n"
+        f'borgmatic "$action" --encryption {ENCRYPTION} >&2\n'
+        "borgmatic create --json\n"
+    )
+
+
+def repository_path(slug: str) -> str:
+    return f"{BACKUP_STORE_DIR}/{slug}"
+
+
+def store_script(
+    commands: Sequence[Sequence[str]],
+    *,
+    keyed: Sequence[bool],
+    user: str = BACKUP_STORE_USER,
+    home: str = BACKUP_STORE_DIR,
+) -> str:
+    """On control, as the backup user: borg *commands* on the local repositories.
+
+    The passphrase is the first line of standard input; each command that needs the key
+    (*keyed*) gets it on its own standard input (``BORG_PASSPHRASE_FD=0``) from the shell's
+    printf builtin: never in an argv or a file.
+    """
+    lines = ['IFS= read -r kk_passphrase || [ -n "$kk_passphrase" ]']
+    for argv, needs_key in zip(commands, keyed, strict=True):
+        # borg logs (prune --list) on stderr: onto stdout, except where stdout is JSON
+        merge = "" if "--json" in argv else " 2>&1"
+        borg = (
+            f"runuser -u {shlex.quote(user)} -- env HOME={shlex.quote(home)} BORG_PASSPHRASE_FD=0 "
+            f"borg {shlex.join(argv)}{merge}"
+        )
+        if needs_key:
+            lines.append(f"printf '%s\\n' \"$kk_passphrase\" | {borg}")
+        else:
+            lines.append(f"{borg} </dev/null")
+    return "\n".join(lines) + "\n"
+
+
+def prune_commands(slug: str, keep: Mapping[str, int]) -> tuple[list[list[str]], list[bool]]:
+    """Prune per *keep* ({daily, weekly, monthly}) then compact (frees the space)."""
+    repo = repository_path(slug)
+    keeps = [f"--keep-{k}={int(keep[k])}" for k in sorted(keep)]
+    prune = ["--lock-wait", LOCK_WAIT, "prune", "--list", *keeps, repo]
+    return [prune, ["--lock-wait", LOCK_WAIT, "compact", repo]], [True, False]
+
+
+def parse_pruned(text: str) -> list[str]:
+    """The archives `borg prune --list` says it pruned."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("Pruning archive"):
+            words = line.split(":", 1)[1].split()
+            if words:
+                out.append(words[0])
+    return out
+
+
+# -- running -------------------------------------------------------------------------------------
+def require_control(fleet: model.Fleet) -> model.Municipality:
+    control = fleet.control
+    if control is None:
+        raise UsageError(
+            "backups need the backup store on a central VM with role control "
+            "(inventory group `central`), and this fleet has none"
+        )
+    return control
+
+
+def tenants_only(selection: Iterable[model.Municipality]) -> list[model.Municipality]:
+    chosen = list(selection)
+    central = [m.slug for m in chosen if m.is_central]
+    if central:
+        raise UsageError(
+            f"{', '.join(central)}: the center's own VMs are not backed up "
+            "(they are rebuilt from the inventory); name municipalities"
+        )
+    return chosen
+
+
+class Store:
+    """The backup store on control: the borg commands that need a passphrase run there."""
+
+    def __init__(self, guest: Guest, passphrase_of: PassphraseOf) -> None:
+        self.guest = guest
+        self.passphrase_of = passphrase_of
+
+    def run(self, slug: str, commands: Sequence[Sequence[str]], keyed: Sequence[bool]) -> str:
+        stdin = self.passphrase_of(slug) + "\n"
+        return self.guest.run(store_script(commands, keyed=keyed), STORE_TIMEOUT, stdin=stdin)
+
+    def archives(self, slug: str) -> list[Archive]:
+        """Every archive of *slug*'s repository with its sizes (`borg info --last`)."""
+        repo = repository_path(slug)
+        if self.guest.run(f"test -d {shlex.quote(repo)} && echo yes || echo no").strip() != "yes":
+            return []
+        info = ["--lock-wait", LOCK_WAIT, "info", "--json", "--last", "100000", repo]
+        out = self.run(slug, [info], [True])
+        return parse_archives(out)
+
+    def prune(self, slug: str, keep: Mapping[str, int]) -> list[str]:
+        commands, keyed = prune_commands(slug, keep)
+        return parse_pruned(self.run(slug, commands, keyed))
+
+
+def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
+    """Create one archive on *m*'s VM, then prune its repository on control."""
+    o = Outcome(m.slug)
+    start = time.monotonic()
+    try:
+        o.archive = parse_create(guest.run(create_script(), CREATE_TIMEOUT))
+    except KallikratisError as exc:
+        o.detail = f"backup: {exc.message}"
+        o.seconds = time.monotonic() - start
+        return o
+    try:
+        o.pruned = store.prune(m.slug, m.backup_keep)
+        o.result = "ok"
+    except KallikratisError as exc:
+        o.detail = f"archive {o.archive.name} made, but pruning on control failed: {exc.message}"
+    o.seconds = time.monotonic() - start
+    return o
+
+
+def run(
+    selection: Sequence[model.Municipality],
+    guest_of: GuestOf,
+    store: Store,
+    *,
+    parallel: int = DEFAULT_PARALLEL,
+    done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Back up *selection*, *parallel* at a time; one unreachable VM fails alone."""
+
+    def one(m: model.Municipality) -> Outcome:
+        try:
+            outcome = backup_one(m, guest_of(m), store)
+        except GuestError as exc:  # defensive: backup_one catches what the guest raises
+            outcome = Outcome(m.slug, detail=exc.message)
+        if done is not None:
+            done(outcome)
+        return outcome
+
+    if not selection:
+        return []
+    with ThreadPoolExecutor(max(1, min(parallel, len(selection)))) as pool:
+        return list(pool.map(one, selection))

@@ -1,0 +1,57 @@
+"""Backups (issue 11): borgmatic on a municipality's VM, the backup store on control.
+
+Every VM: a municipality of a fleet with a control VM has borgmatic configured (root-only
+files, control's host key pinned, Debian's own timer masked); control serves each
+municipality's repository append-only, for its key alone. No check is ever skipped: where a
+part does not apply, the check asserts its absence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers_data import load_spec
+
+ROOT_ONLY = (
+    "/etc/borgmatic/config.yaml",
+    "/etc/borgmatic/passphrase",
+    "/etc/borgmatic/id_ed25519",
+)
+AUTHORIZED_KEYS = "/etc/ssh/kallikratis-backup.authorized_keys"  # roles/backupstore
+STORE = "/srv/backups"
+FORCED = 'command="borg serve --append-only --restrict-to-repository /srv/backups/'
+
+
+def test_borgmatic_files_are_root_only_where_there_is_a_store(host: Any) -> None:
+    m = load_spec(host)
+    configured = bool(m.get("backup_store"))
+    for path in ROOT_ONLY:
+        f = host.file(path)
+        assert f.exists is configured, f"{path}: exists={f.exists}, store={configured}"
+        if configured:
+            assert (f.user, f.group, f.mode) == ("root", "root", 0o600), path
+    if configured:
+        known = host.file("/etc/borgmatic/known_hosts").content_string.split()
+        assert len(known) >= 3 and known[1].startswith("ssh-"), "control's host key not pinned"
+        config = host.file("/etc/borgmatic/config.yaml").content_string
+        assert "StrictHostKeyChecking=yes" in config and "StrictHostKeyChecking=no" not in config
+
+
+def test_debians_borgmatic_timer_never_runs(host: Any) -> None:
+    # it would prune from the VM (append-only) and run every action unasked
+    assert not host.service("borgmatic.timer").is_enabled
+    assert not host.service("borgmatic.timer").is_running
+
+
+def test_control_serves_each_repository_append_only_to_its_key(host: Any) -> None:
+    m = load_spec(host)
+    if "control" not in (m.get("central_roles") or []):
+        assert not host.file(AUTHORIZED_KEYS).exists
+        return
+    keys = host.file(AUTHORIZED_KEYS)
+    assert (keys.user, keys.mode) == ("root", 0o644)
+    lines = [line for line in keys.content_string.splitlines() if line and not line.startswith("#")]
+    assert all(line.startswith(FORCED) and ",restrict," in line for line in lines), lines
+    store = host.file(STORE)
+    assert store.is_directory and (store.user, store.mode) == ("borg", 0o700)
+    assert host.user("borg").home == STORE

@@ -1,0 +1,325 @@
+"""`kallikratis backup`, `backups`, `restore`: borgmatic archives on the control VM."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import click
+from rich.table import Table
+
+from kallikratis import backupmetrics, backups, model, restore, secrets, verify
+from kallikratis.commands.audit import audited
+from kallikratis.commands.common import (
+    Context,
+    all_opt,
+    console,
+    console_err,
+    emit_json,
+    esc,
+    json_option,
+    names_arg,
+    pass_ctx,
+)
+from kallikratis.commands.progress import PhaseBoard
+from kallikratis.errors import UsageError
+from kallikratis.guest import Guest
+from kallikratis.journal import RunRecord
+from kallikratis.selection import select
+
+
+def size(n: int) -> str:
+    """Bytes as a short human figure (binary units)."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _store(ctx: Context) -> backups.Store:
+    """control's backup store; the passphrases come from the vault, one at a time."""
+    control = backups.require_control(ctx.fleet)
+    engine = ctx.engine
+
+    def passphrase_of(slug: str) -> str:
+        return secrets.read_secret(ctx.fleet, slug, engine.keys, "vault_backup_passphrase")
+
+    return backups.Store(Guest(engine.target(control)), passphrase_of)
+
+
+def _archive_json(a: backups.Archive | None) -> dict[str, Any] | None:
+    if a is None:
+        return None
+    return {
+        "name": a.name,
+        "start": a.start,
+        "original_size": a.original_size,
+        "compressed_size": a.compressed_size,
+        "deduplicated_size": a.deduplicated_size,
+        "files": a.nfiles,
+    }
+
+
+def _print_outcomes(outcomes: list[backups.Outcome]) -> None:
+    table = Table(title="backup", title_justify="left")
+    for col in ("municipality", "result", "archive", "size", "deduplicated", "pruned", "time"):
+        table.add_column(col)
+    for o in outcomes:
+        a = o.archive
+        colour = "green" if o.result == "ok" else "red"
+        table.add_row(
+            esc(o.slug),
+            f"[{colour}]{esc(o.result)}[/]",
+            esc(a.name) if a else "-",
+            size(a.original_size) if a else "-",
+            size(a.deduplicated_size) if a else "-",
+            str(len(o.pruned)),
+            f"{o.seconds:.0f} s",
+        )
+    console.print(table)
+    for o in outcomes:
+        if o.detail:
+            console.print(f"[red]{esc(o.slug)}[/]: {esc(o.detail)}")
+
+
+@click.command("backup")
+@names_arg
+@all_opt
+@click.option(
+    "--parallel",
+    default=backups.DEFAULT_PARALLEL,
+    show_default=True,
+    type=click.IntRange(min=1, max=64),
+    help="Municipalities backed up at once.",
+)
+@json_option
+@pass_ctx
+def backup_cmd(
+    ctx: Context, names: tuple[str, ...], all_: bool, parallel: int, as_json: bool
+) -> None:
+    """Back up municipalities now into their repositories on the control VM.
+
+    \b
+    Per municipality, on its VM: borgmatic makes the repository if it is missing, then one
+    archive (WordPress' database dumped with --single-transaction, uploads, Kolibri's home
+    and database, /etc/kallikratis). Then, on control, prune per backup_keep and compact.
+    A VM that cannot be reached fails alone: the others are backed up, exit 5.
+
+    \b
+    Examples:
+      kallikratis backup --all
+      kallikratis backup hersonissos --json
+    """
+    if all_ and names:
+        raise UsageError("give NAMES or --all, not both")
+    chosen = ctx.fleet.tenants if all_ else select(ctx.fleet, names, False, required=True)
+    selection = backups.tenants_only(chosen)
+    store = _store(ctx)
+    engine = ctx.engine
+    slugs = [m.slug for m in selection]
+    with audited(ctx, "backup", slugs) as record:
+        with PhaseBoard(slugs, "backup") as board:
+            for slug in slugs:
+                board(slug, "backing up")
+
+            def done(o: backups.Outcome) -> None:
+                board(o.slug, "backed up" if o.result == "ok" else "failed")
+                name = o.archive.name if o.archive else ""
+                record.result(o.slug, o.result, (name + " " + o.detail).strip()[:1500], o.seconds)
+
+            outcomes = backups.run(
+                selection, lambda m: Guest(engine.target(m)), store, parallel=parallel, done=done
+            )
+        assert ctx.fleet.control is not None  # require_control above
+        warning = backupmetrics.publish(
+            outcomes, time.time(), Guest(engine.target(ctx.fleet.control))
+        )
+        if warning:
+            console_err.print(f"[yellow]warning:[/] {esc(warning)}")
+        if as_json:
+            emit_json(
+                {
+                    "municipalities": [
+                        {
+                            "slug": o.slug,
+                            "result": o.result,
+                            "archive": _archive_json(o.archive),
+                            "pruned": o.pruned,
+                            "seconds": round(o.seconds, 1),
+                            "detail": o.detail,
+                        }
+                        for o in outcomes
+                    ]
+                }
+            )
+        else:
+            _print_outcomes(outcomes)
+        failed = [o.slug for o in outcomes if o.result != "ok"]
+        if failed:
+            raise backups.BackupError(f"backup failed on: {', '.join(failed)}")
+
+
+@click.command("backups")
+@click.argument("name")
+@json_option
+@pass_ctx
+def backups_cmd(ctx: Context, name: str, as_json: bool) -> None:
+    """List a municipality's archives on the control VM (works while its VM is down).
+
+    \b
+    Example:
+      kallikratis backups hersonissos
+    """
+    m = ctx.fleet.get(name)
+    backups.tenants_only([m])
+    archives = _store(ctx).archives(m.slug)
+    if as_json:
+        emit_json({"slug": m.slug, "archives": [_archive_json(a) for a in archives]})
+        return
+    table = Table(title=f"archives of {esc(m.slug)}", title_justify="left")
+    for col in ("archive", "started", "size", "deduplicated", "files"):
+        table.add_column(col)
+    for a in archives:
+        table.add_row(
+            esc(a.name),
+            esc(a.start.replace("T", " ")[:19]),
+            size(a.original_size),
+            size(a.deduplicated_size),
+            str(a.nfiles),
+        )
+    console.print(table)
+    if not archives:
+        console.print(f"no archive yet: `kallikratis backup {esc(m.slug)}` makes one")
+
+
+def _verify_fn(ctx: Context) -> restore.VerifyFn:
+    def check(members: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
+        engine = ctx.engine
+        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=True)
+        out = {}
+        for m in members:
+            mine = [c for c in checks if c.slug in (m.slug, "*")]
+            bad = [c for c in mine if not c.passed]
+            why = "; ".join(f"{c.name}: {c.message[:200]}" for c in bad[:3])
+            out[m.slug] = (bool(mine) and not bad, why or ("no checks ran" if not mine else ""))
+        return out
+
+    return check
+
+
+@click.command("restore")
+@click.argument("name")
+@click.option("--archive", "archive_name", metavar="ARCHIVE", help="Default: the newest.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@json_option
+@pass_ctx
+def restore_cmd(
+    ctx: Context, name: str, archive_name: str | None, yes: bool, as_json: bool
+) -> None:
+    """Restore a municipality's files and databases from one of its archives.
+
+    \b
+    Maintenance mode on, a snapshot of the VM, files extracted and databases restored,
+    verify, maintenance mode off. On any failure the VM is reverted to the snapshot (exit 5).
+    Another municipality's archive is refused (exit 2).
+
+    \b
+    Examples:
+      kallikratis backups hersonissos
+      kallikratis restore hersonissos --archive hersonissos-2026-12-01T02:00:04
+    """
+    backups.tenants_only([ctx.declared.get(name)])
+    if archive_name is not None:
+        restore.check_owner(name, archive_name)  # before anything is asked of libvirt or control
+    m = ctx.fleet.get(name)
+    archive = restore.choose(m.slug, _store(ctx).archives(m.slug), archive_name)
+    if not yes:
+        if not os.isatty(0):
+            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
+        click.confirm(
+            f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
+            "databases are replaced; the VM is in maintenance mode meanwhile.",
+            abort=True,
+        )
+    engine = ctx.engine
+    with audited(ctx, "restore", [m.slug]) as record:
+        with PhaseBoard([m.slug], f"restore {archive.name}") as board:
+            outcome = restore.restore(
+                m,
+                archive,
+                engine.backend(m.hypervisor),
+                Guest(engine.target(m)),
+                _verify_fn(ctx),
+                record.id,
+                lambda phase: board(m.slug, phase),
+            )
+            board(m.slug, outcome.result)
+        record.result(m.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
+        if as_json:
+            emit_json(
+                {
+                    "slug": m.slug,
+                    "archive": archive.name,
+                    "result": outcome.result,
+                    "snapshot": outcome.snapshot,
+                    "reverted": outcome.reverted,
+                    "seconds": round(outcome.seconds, 1),
+                    "detail": outcome.detail,
+                }
+            )
+        else:
+            colour = "green" if outcome.result == "restored" else "red"
+            console.print(
+                f"[{colour}]{esc(m.slug)}: {esc(outcome.result)}[/] from {esc(archive.name)} "
+                f"in {outcome.seconds:.0f} s"
+                + (f": {esc(outcome.detail)}" if outcome.detail else "")
+            )
+        if outcome.result != "restored":
+            raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+
+
+def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str, str]:
+    """Before `destroy`: one last archive of every municipality among *slugs* whose VM
+    exists, named in the output and the journal. BackupError (exit 5, nothing destroyed)
+    when one cannot be made; no control VM: a warning (there is no store to write to).
+    Returns slug -> archive name."""
+    fleet = ctx.fleet
+    tenants = [m for m in fleet.tenants if m.slug in slugs]
+    if not tenants:
+        return {}
+    if fleet.control is None:
+        console_err.print(
+            "[yellow]warning:[/] no central VM with role control: no backup store, so no "
+            "final backup is taken"
+        )
+        return {}
+    engine = ctx.engine
+    running, failed = [], []
+    for m in tenants:
+        dom = engine.backend(m.hypervisor).domain(m.vm_name)
+        if dom is None:
+            continue  # nothing left to back up, nothing to destroy
+        if dom.running:
+            running.append(m)
+        else:
+            failed.append(backups.Outcome(m.slug, detail=f"the VM is {dom.state}"))
+    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), _store(ctx))
+    for o in outcomes:
+        name = o.archive.name if o.archive else ""
+        record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
+        if o.result == "ok":
+            console.print(f"final backup of {esc(o.slug)}: {esc(name)}")
+    bad = [o for o in outcomes if o.result != "ok"]
+    if bad:
+        why = "; ".join(f"{o.slug}: {o.detail}" for o in bad)
+        raise backups.BackupError(
+            f"no final backup ({why}): nothing was destroyed. Start the VM (`kallikratis up "
+            "NAME`) and try again, or destroy without one: --no-final-backup"
+        )
+    return {o.slug: o.archive.name for o in outcomes if o.archive is not None}
+
+
+COMMANDS = (backup_cmd, backups_cmd, restore_cmd)

@@ -1,0 +1,177 @@
+"""The backup fields of the inventory: backup_keep and backup_remote.
+
+Set for the fleet in group_vars, overridable per municipality; every bad value is reported
+with file, entry and field, once (exit 2), and nothing is changed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kallikratis.errors import InventoryError
+from support import FLEET, HERSO_VARS, HOSTS, SLUGS, Bad, InventoryCopy, assert_one_problem
+
+# --------------------------------------------------------------------------- good values
+
+
+def test_defaults_without_any_setting(inv: InventoryCopy) -> None:
+    inv.edit(inv.fleet_vars, lambda d: d.pop("backup_keep", None))
+    for m in inv.load().municipalities:
+        assert m.backup_keep == {"daily": 7, "weekly": 4, "monthly": 6}
+        assert m.backup_remote == ""
+
+
+def test_fleet_values_and_a_municipality_override(inv: InventoryCopy) -> None:
+    inv.set_fleet(
+        backup_keep={"daily": 14, "weekly": 8, "monthly": 12},
+        backup_remote="ssh://borg@offsite.example.org:2222/./kallikratis",
+    )
+    inv.set_host_var_file("hersonissos", backup_keep={"daily": 30})
+    inv.set_host("minoa-pediada", backup_remote="")
+    fleet = inv.load()
+    herso, minoa, archanes = (fleet.get(s) for s in ("hersonissos", "minoa-pediada", SLUGS[0]))
+    assert archanes.backup_keep == {"daily": 14, "weekly": 8, "monthly": 12}
+    # a municipality's mapping replaces the fleet's (Ansible's precedence); the rest defaults
+    assert herso.backup_keep == {"daily": 30, "weekly": 4, "monthly": 6}
+    assert archanes.backup_remote == "ssh://borg@offsite.example.org:2222/./kallikratis"
+    assert minoa.backup_remote == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ssh://borg@backup.example.org/./kallikratis",
+        "ssh://offsite.example.org/srv/borg",
+        "ssh://u_1@10.1.2.3:22/~/repos",
+        "ssh://borg@[2001:db8::5]:2222/./crete",
+    ],
+)
+def test_remote_urls_accepted(inv: InventoryCopy, url: str) -> None:
+    inv.set_fleet(backup_remote=url)
+    assert inv.load().get("hersonissos").backup_remote == url
+
+
+# --------------------------------------------------------------------------- bad values
+
+BAD: dict[str, Bad] = {
+    "keep-not-a-mapping": Bad(
+        lambda i: i.set_fleet(backup_keep=7), FLEET, "all", "backup_keep", "must be a mapping"
+    ),
+    "keep-empty-mapping": Bad(
+        lambda i: i.set_host("hersonissos", backup_keep={}), HOSTS, "hersonissos", "backup_keep"
+    ),
+    "keep-unknown-key": Bad(
+        lambda i: i.set_host("hersonissos", backup_keep={"daily": 7, "yearly": 2}),
+        HOSTS,
+        "hersonissos",
+        "backup_keep",
+        "unknown keys ['yearly']",
+    ),
+    "keep-zero": Bad(
+        lambda i: i.set_host_var_file("hersonissos", backup_keep={"daily": 0}),
+        HERSO_VARS,
+        "hersonissos",
+        "backup_keep.daily",
+        "positive integer",
+    ),
+    "keep-string": Bad(
+        lambda i: i.set_fleet(backup_keep={"daily": 7, "weekly": "4"}),
+        FLEET,
+        "all",
+        "backup_keep.weekly",
+        "'4'",
+    ),
+    "keep-boolean": Bad(
+        lambda i: i.set_host("hersonissos", backup_keep={"monthly": True}),
+        HOSTS,
+        "hersonissos",
+        "backup_keep.monthly",
+    ),
+    "keep-negative": Bad(
+        lambda i: i.set_host("hersonissos", backup_keep={"weekly": -1}),
+        HOSTS,
+        "hersonissos",
+        "backup_keep.weekly",
+    ),
+    "remote-not-ssh": Bad(
+        lambda i: i.set_fleet(backup_remote="rsync://offsite.example.org/borg"),
+        FLEET,
+        "all",
+        "backup_remote",
+        "must be an ssh:// URL",
+    ),
+    "remote-newline": Bad(
+        lambda i: i.set_host("hersonissos", backup_remote="ssh://borg@x.example.org/a\nb"),
+        HOSTS,
+        "hersonissos",
+        "backup_remote",
+    ),
+    "remote-shell": Bad(
+        lambda i: i.set_host("hersonissos", backup_remote="ssh://borg@x.example.org/a;reboot"),
+        HOSTS,
+        "hersonissos",
+        "backup_remote",
+    ),
+    "remote-option-injection": Bad(
+        lambda i: i.set_host("hersonissos", backup_remote="ssh://-oProxyCommand=x/a"),
+        HOSTS,
+        "hersonissos",
+        "backup_remote",
+    ),
+    "remote-bad-port": Bad(
+        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org:70000/a"),
+        FLEET,
+        "all",
+        "backup_remote",
+        "port must be 1-65535",
+    ),
+    "remote-climbs": Bad(
+        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org/srv/../etc"),
+        FLEET,
+        "all",
+        "backup_remote",
+        "'..'",
+    ),
+    "remote-no-path": Bad(
+        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org"),
+        FLEET,
+        "all",
+        "backup_remote",
+    ),
+    "remote-not-a-string": Bad(
+        lambda i: i.set_fleet(backup_remote=["ssh://x.example.org/a"]),
+        FLEET,
+        "all",
+        "backup_remote",
+    ),
+}
+
+
+@pytest.mark.parametrize("case_id", list(BAD))
+def test_bad_value_is_reported_once_with_file_entry_and_field(
+    inv: InventoryCopy, case_id: str
+) -> None:
+    case = BAD[case_id]
+    case.mutate(inv)
+    before = inv.snapshot()
+    with pytest.raises(InventoryError) as err:
+        inv.load()
+    assert_one_problem(err.value, inv.root, case)
+    assert inv.snapshot() == before
+
+
+def test_validate_command_exits_2_naming_the_field(inv: InventoryCopy, tmp_path: Path) -> None:
+    inv.set_host("hersonissos", backup_keep={"daily": 0})
+    done = subprocess.run(
+        [sys.executable, "-m", "kallikratis.cli", "-i", str(inv.root), "validate"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(Path(__file__).parents[2] / "cli"), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{inv.hosts}: hersonissos: backup_keep.daily" in done.stdout + done.stderr
