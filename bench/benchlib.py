@@ -81,6 +81,7 @@ class BenchFleet:
             "destroy",
             "--all",
             "--yes",
+            "--no-final-backup",  # a benchmark's throwaway fleet
         ]
         subprocess.run(argv, env=self.env, capture_output=True, check=False)
         for verb in ("net-destroy", "net-undefine"):

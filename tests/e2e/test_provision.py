@@ -7,6 +7,8 @@ onboards with only the `opendata` module and unattended upgrades on, and destroy
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import signal
 import subprocess
@@ -129,7 +131,7 @@ def scratch(booted: Booted) -> Iterator[Fleet]:
     try:
         yield fleet
     finally:
-        fleet.kk("destroy", SCRATCH, "--yes", check=False, timeout=600)
+        fleet.kk("destroy", SCRATCH, "--yes", "--no-final-backup", check=False, timeout=600)
         fleet.remove_host(SCRATCH)
 
 
@@ -139,7 +141,7 @@ def scratch(booted: Booted) -> Iterator[Fleet]:
 def test_kill_9_midway_then_up_converges(
     scratch: Fleet, conn: libvirt.virConnect, kill_at: str
 ) -> None:
-    scratch.kk("destroy", SCRATCH, "--yes")
+    scratch.kk("destroy", SCRATCH, "--yes", "--no-final-backup")  # never deployed: no data
     assert f"{FLEET}-{SCRATCH}" not in our_domains(conn)
     run = scratch.popen("up", SCRATCH)
     seen = run.wait_for(kill_at, timeout=300)
@@ -209,8 +211,15 @@ def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) 
     ip = scratch.sites()[SCRATCH][0]
     golden = {v.name() for v in conn.storagePoolLookupByName(POOL).listAllVolumes()}
     golden = {v for v in golden if v.startswith("golden-")}
-    out = scratch.kk_json("destroy", SCRATCH, "--yes")
+    done = scratch.kk("destroy", SCRATCH, "--yes", "--json", timeout=900)
+    out = json.loads(done.stdout)
     assert {r["result"] for r in out["results"]} == {"destroyed"}
+    # a final backup first, named; its repository on control outlives the VM
+    final = re.search(rf"final backup of {SCRATCH}: ({SCRATCH}-\S+)", done.stderr)
+    assert final, done.stderr[-3000:]
+    assert final.group(1) in out["results"][0]["detail"], out
+    kept = scratch.kk_json("backups", SCRATCH)["archives"]
+    assert final.group(1) in [a["name"] for a in kept], kept
     assert f"{FLEET}-{SCRATCH}" not in our_domains(conn)
     assert our_volumes(conn) == expected_volumes(VMS)
     assert SCRATCH not in dhcp_hosts(conn)

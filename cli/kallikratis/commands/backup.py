@@ -311,7 +311,7 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
         name = o.archive.name if o.archive else ""
         record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
         if o.result == "ok":
-            console.print(f"final backup of {esc(o.slug)}: {esc(name)}")
+            console_err.print(f"final backup of {esc(o.slug)}: {esc(name)}")  # stdout: --json
     bad = [o for o in outcomes if o.result != "ok"]
     if bad:
         why = "; ".join(f"{o.slug}: {o.detail}" for o in bad)

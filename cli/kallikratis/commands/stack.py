@@ -162,19 +162,29 @@ def verify_cmd(ctx: Context, names: tuple[str, ...], as_json: bool) -> None:
 @click.argument("name")
 @click.pass_obj
 def onboard(ctx: Context, name: str) -> None:
-    """Bring a new municipality online: validate, up, deploy, verify."""
+    """Bring a new municipality online: validate, up, deploy, verify.
+
+    A municipality is deployed together with the control VM (side by side), so that control
+    knows it from the start: its backup key may append to its repository, its targets are
+    scraped. A central VM is onboarded alone.
+    """
     m = ctx.fleet.get(name)
+    control = ctx.fleet.control
+    with_control = (control,) if control is not None and not m.is_central else ()
     require_capacity(ctx.fleet, ctx.engine.capacity())
-    with audited(ctx, "onboard", [m.slug]) as record:
+    with audited(ctx, "onboard", [m.slug, *(c.slug for c in with_control)]) as record:
         with PhaseBoard([m.slug], "up") as board:
             results = ctx.engine.up([m], board)
         record_results(record, results, "up")
         report_results(results, False, "up")
-        run = run_deploy(ctx, (m,), False, False)
+        run = run_deploy(ctx, (m, *with_control), False, False)
         record_playbook(record, run)
         raise_if_not_started(run)
-        if run.hosts[m.slug].result != "ok":
-            raise ProvisionError(f"deploy failed on {m.slug}")
+        failed = [
+            s for s in (m.slug, *(c.slug for c in with_control)) if run.hosts[s].result != "ok"
+        ]
+        if failed:
+            raise ProvisionError(f"deploy failed on {', '.join(failed)}")
         verified = run_verify(ctx, (m,), False)
         record.result(m.slug, "online" if verified else "failed", "verify")
         if not verified:

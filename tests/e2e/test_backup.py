@@ -1,0 +1,232 @@
+"""Backups on the real shared fleet (``fresh``: reverted before and after the module): borgmatic
+on the municipalities' VMs into their append-only repositories on control, restore in place
+behind a snapshot, the refusals, and the faults (an unreachable VM, `kill -9` mid-backup).
+
+What a citizen or an employee made on hersonissos' portal and e-learning (a post with a comment,
+an uploaded file, a Kolibri learner) is backed up, then lost, then restored, and `verify` is
+green. Every check reads the VM itself (WordPress through PHP, Kolibri's database, the files).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import libvirt
+import pytest
+
+from tests.e2e.conftest import CONTROL, FLEET, SLUGS, Deployed, Fleet
+
+pytestmark = pytest.mark.e2e
+SLUG = "hersonissos"  # every module on
+OTHER = "archanes-asterousia"
+BACKUP_TIMEOUT = 1200
+KOLIBRI = "/opt/kallikratis/venvs/kolibri/bin/kolibri"
+BORGMATIC = "/etc/borgmatic/config.yaml"
+#: borg as borgmatic runs it on the VM: its own key, control's pinned host key, no passphrase
+BORG_AS_VM = (
+    "env BORG_RSH='ssh -i /etc/borgmatic/id_ed25519 -o IdentitiesOnly=yes -o BatchMode=yes"
+    " -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/etc/borgmatic/known_hosts'"
+    " BORG_PASSCOMMAND='cat /etc/borgmatic/passphrase' borg"
+)
+
+
+def _php(fleet: Fleet, domain: str, body: str) -> str:
+    """Run PHP inside WordPress (as www-data, as the portal serves it); returns its output."""
+    php = (
+        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
+        ' require "/usr/share/wordpress/wp-load.php";' + body
+    )
+    return fleet.ssh(SLUG, "sudo -u www-data php -r " + shlex.quote(php)).strip()
+
+
+def _kolibri(fleet: Fleet, python: str) -> str:
+    """Kolibri's Django shell as its own user (Kolibri's models, not its files)."""
+    cmd = (
+        f"sudo env KOLIBRI_HOME=/var/lib/kolibri runuser -u kolibri -- {KOLIBRI} manage shell "
+        f"--command {shlex.quote(python)}"
+    )
+    return fleet.ssh(SLUG, cmd, timeout=600).strip()
+
+
+@dataclass
+class Made:
+    """What was made on the portal before the backup."""
+
+    post_id: int
+    title: str
+    comment: str
+    upload: str  # the uploaded file's path on the VM
+    upload_text: str
+    learner: str
+
+
+def _make(fleet: Fleet, domain: str) -> Made:
+    tag = uuid.uuid4().hex[:8]
+    title, comment, learner = f"kk-backup-{tag}", f"kk-comment-{tag}", f"kk-learner-{tag}"
+    upload_text = f"uploaded {tag}\n"
+    out = _php(
+        fleet,
+        domain,
+        'require_once ABSPATH . "wp-admin/includes/file.php";'
+        ' require_once ABSPATH . "wp-admin/includes/media.php";'
+        ' require_once ABSPATH . "wp-admin/includes/image.php";'
+        f' $p = wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
+        ' "post_content" => "Before the backup."], true);'
+        f' wp_insert_comment(["comment_post_ID" => $p, "comment_content" => "{comment}",'
+        ' "comment_approved" => 1, "comment_author" => "Πολίτης"]);'
+        ' $t = wp_tempnam("kk"); file_put_contents($t, ' + json.dumps(upload_text) + ");"
+        f' $a = media_handle_sideload(["name" => "{title}.txt", "tmp_name" => $t], $p);'
+        ' if (is_wp_error($a)) { echo "ERROR ", $a->get_error_message(); exit(1); }'
+        ' echo $p, " ", get_attached_file($a);',
+    )
+    post, upload = out.split(" ", 1)
+    _kolibri(
+        fleet,
+        "from kolibri.core.auth.models import Facility, FacilityUser;"
+        f" FacilityUser.objects.create(username='{learner}', full_name='Μαθητής',"
+        " facility=Facility.get_default_facility())",
+    )
+    return Made(int(post), title, comment, upload, upload_text, learner)
+
+
+def _present(fleet: Fleet, domain: str, made: Made) -> dict[str, bool]:
+    wp = _php(
+        fleet,
+        domain,
+        f" $p = get_post({made.post_id});"
+        ' $c = $p ? get_comments(["post_id" => $p->ID, "status" => "approve"]) : [];'
+        ' echo json_encode(["post" => $p && $p->post_status === "publish"'
+        f' && $p->post_title === "{made.title}",'
+        f' "comment" => in_array("{made.comment}",'
+        " array_map(fn($x) => $x->comment_content, $c))]);",
+    )
+    found = json.loads(wp)
+    text = fleet.ssh(SLUG, f"sudo cat {shlex.quote(made.upload)} 2>/dev/null || true")
+    found["upload"] = text == made.upload_text
+    learners = fleet.ssh(
+        SLUG,
+        "sudo sqlite3 /var/lib/kolibri/db.sqlite3 "
+        + shlex.quote(
+            f"select count(*) from kolibriauth_facilityuser where username='{made.learner}'"
+        ),
+    )
+    found["learner"] = learners.strip() == "1"
+    return found
+
+
+def _lose(fleet: Fleet, domain: str, made: Made) -> None:
+    """What an accident or a bad edit does: the post with its comment, the file, the learner."""
+    _php(fleet, domain, f" wp_delete_post({made.post_id}, true);")
+    fleet.ssh(SLUG, f"sudo rm -f {shlex.quote(made.upload)}")
+    _kolibri(
+        fleet,
+        "from kolibri.core.auth.models import FacilityUser;"
+        f" FacilityUser.objects.filter(username='{made.learner}').delete()",
+    )
+
+
+@dataclass
+class Lab:
+    fleet: Fleet
+    conn: libvirt.virConnect
+    domain: str
+    made: Made
+    first: dict  # the JSON of the first `backup --all`
+
+
+@pytest.fixture(scope="module")
+def lab(fresh: Deployed) -> Iterator[Lab]:
+    fleet = fresh.fleet
+    domain = fleet.sites()[SLUG][1]
+    made = _make(fleet, domain)
+    assert _present(fleet, domain, made) == dict.fromkeys(
+        ["post", "comment", "upload", "learner"], True
+    )
+    first = fleet.kk_json("backup", "--all", timeout=BACKUP_TIMEOUT)
+    yield Lab(fleet, fresh.conn, domain, made, first)
+
+
+def _by_slug(report: dict) -> dict[str, dict]:
+    return {m["slug"]: m for m in report["municipalities"]}
+
+
+def _listing(output: str) -> str:
+    """Archive lines of a `borg list` (an error message names the path, not archives)."""
+    return "\n".join(line for line in output.splitlines() if line.count("-") >= 3 and ":" in line)
+
+
+def _archives(fleet: Fleet, slug: str) -> list[dict]:
+    return fleet.kk_json("backups", slug)["archives"]
+
+
+def test_every_municipality_is_backed_up_into_its_own_repository(lab: Lab) -> None:
+    results = _by_slug(lab.first)
+    assert set(results) == set(SLUGS), "control is never backed up as a municipality"
+    for slug in SLUGS:
+        assert results[slug]["result"] == "ok", results[slug]
+        archive = results[slug]["archive"]
+        assert archive["name"].startswith(f"{slug}-"), archive
+        assert 0 < archive["deduplicated_size"] <= archive["original_size"], archive
+        assert [a["name"] for a in _archives(lab.fleet, slug)] == [archive["name"]]
+    # the VM's own key reaches its own repository only: the neighbour's is refused by control
+    repo = lab.fleet.ssh(SLUG, "sudo sed -n 's/^ *- path: \"\\(.*\\)\"$/\\1/p' " + BORGMATIC)
+    assert repo.strip().endswith(f"/{SLUG}"), repo
+    theirs = repo.strip()[: -len(SLUG)] + OTHER
+    tried = lab.fleet.ssh(SLUG, f"sudo {BORG_AS_VM} list {shlex.quote(theirs)} 2>&1; echo rc=$?")
+    assert "rc=0" not in tried and OTHER not in _listing(tried), tried
+
+
+def test_restore_brings_back_what_was_lost_and_verify_is_green(lab: Lab) -> None:
+    _lose(lab.fleet, lab.domain, lab.made)
+    assert not any(_present(lab.fleet, lab.domain, lab.made).values())
+    done = lab.fleet.kk_json("restore", SLUG, "--yes", timeout=BACKUP_TIMEOUT)
+    assert done["result"] == "restored" and not done["reverted"], done
+    assert done["archive"] == _by_slug(lab.first)[SLUG]["archive"]["name"]
+    assert _present(lab.fleet, lab.domain, lab.made) == dict.fromkeys(
+        ["post", "comment", "upload", "learner"], True
+    )
+    maintenance = lab.fleet.ssh(SLUG, "test -e /etc/kallikratis/maintenance && echo on || echo off")
+    assert maintenance.strip() == "off"
+    checks = lab.fleet.kk_json("verify", SLUG)["checks"]
+    assert [c["name"] for c in checks if not c["passed"]] == []
+
+
+def test_an_archive_of_another_municipality_is_refused(lab: Lab) -> None:
+    theirs = _by_slug(lab.first)[OTHER]["archive"]["name"]
+    done = lab.fleet.kk("restore", SLUG, "--archive", theirs, "--yes", check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert OTHER in done.stderr and theirs in done.stderr
+
+
+def test_an_unreachable_vm_fails_alone_and_a_killed_backup_leaves_a_clean_repository(
+    lab: Lab,
+) -> None:
+    # kill -9 of a backup while borg writes; the repository must check clean afterwards
+    run = lab.fleet.popen("backup", SLUG, "--json")
+    try:
+        seen = run.wait_for(f"{SLUG}: backing up", timeout=300)
+        assert seen, run.stderr[-3000:]
+        run.signal(signal.SIGKILL, group=True)
+        run.finish(timeout=60)
+    finally:
+        run.kill()
+    before = {s: len(_archives(lab.fleet, s)) for s in SLUGS}
+    # OTHER shut off: the backup of every municipality goes on without it, exit 5
+    lab.conn.lookupByName(f"{FLEET}-{OTHER}").destroy()
+    done = lab.fleet.kk("backup", "--all", "--json", check=False, timeout=BACKUP_TIMEOUT)
+    assert done.returncode == 5, done.stdout[-3000:] + done.stderr[-3000:]
+    results = _by_slug(json.loads(done.stdout))
+    assert results[OTHER]["result"] == "failed", results[OTHER]
+    assert results[SLUG]["result"] == "ok", results[SLUG]
+    assert len(_archives(lab.fleet, SLUG)) == before[SLUG] + 1
+    assert len(_archives(lab.fleet, OTHER)) == before[OTHER], "no archive lost, none added"
+    # the repository itself, on control, as its owner: segments and index consistent
+    check = lab.fleet.ssh(
+        CONTROL, f"sudo -u borg borg check --repository-only /srv/backups/{SLUG} 2>&1; echo rc=$?"
+    )
+    assert check.strip().endswith("rc=0"), check
