@@ -6,6 +6,8 @@ closer Prometheus' figures are to steady state; issue #10 asks for one hour):
 
     scripts/lab run -- .venv/bin/python bench/monitoring.py [--inventory inventories/crete]
 
+`--window 10` adds Prometheus' CPU over the next 10 minutes (steady state, without start-up).
+
 Side by side, in one run:
   control     Prometheus' resident memory, its CPU seconds per hour since it started, and the
               series it holds per municipality; projected linearly to 332 municipalities
@@ -20,6 +22,7 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -68,6 +71,14 @@ def unit_figures(inventory: str, slug: str, unit: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--inventory", default=str(ROOT / "inventories" / "crete"))
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=0.0,
+        metavar="MIN",
+        help="also Prometheus' CPU over a window of MIN minutes from now (steady state: the "
+        "average since start includes its start-up and the fleet's first deploy)",
+    )
     args = parser.parse_args()
     inv = args.inventory
     status = json.loads(kk(inv, "status", "--json"))["municipalities"]
@@ -92,7 +103,15 @@ def main() -> int:
         f"x{MUNICIPALITIES_OF_GREECE}/{len(per_vm)}: "
         f"{rss * MUNICIPALITIES_OF_GREECE / len(per_vm):.0f} (linear, an upper bound)",
     )
-    row("Prometheus CPU s/hour", f"{cpu / age * 3600:.1f}", "")
+    row("Prometheus CPU s/hour", f"{cpu / age * 3600:.1f}", "since it started")
+    if args.window > 0:
+        time.sleep(args.window * 60)
+        rss2, cpu2, age2 = process_figures(inv, control["slug"], "prometheus")
+        row(
+            "Prometheus CPU s/hour, window",
+            f"{(cpu2 - cpu) / (age2 - age) * 3600:.1f}",
+            f"min {age / 60:.0f}-{age2 / 60:.0f} (RSS then {rss2:.0f} MiB)",
+        )
     row(
         "series per municipality",
         f"{mean_series:.0f}",
