@@ -163,8 +163,9 @@ def harvest(f: Fetcher, portal: Portal, known: Mapping[str, Known], now_local: s
         items = {i: _item(portal, kind, raw) for i, raw in found.items()}
         if kind == "consultation":
             deadlines = {i: items[i].deadline if i in items else mine.get(i, ('', None))[1] for i in roots}
-            open_ids = sorted((i for i in roots if _is_open(deadlines[i], now_local)), reverse=True)
-            for i in open_ids[:MAX_COMMENT_QUERIES]:
+            # open ones every run; closed ones when first seen or changed (counts then freeze)
+            due = [i for i in roots if i in items or _is_open(deadlines[i], now_local)]
+            for i in sorted(due, reverse=True)[:MAX_COMMENT_QUERIES]:
                 snap.comments[i] = comment_count(f, portal, [i, *children.get(i, [])])
         snap.items.extend(items.values())
 
