@@ -5,6 +5,7 @@ a timeout, an enormous page)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -73,8 +74,9 @@ def _fields(records: list[dict[str, Any]], args: dict[str, list[str]]) -> list[d
     return [{k: v for k, v in r.items() if k in keep} for r in records]
 
 
-def _collection(records: list[dict[str, Any]], args: dict[str, list[str]], base: str,
-                vanish: set[int]):  # fmt: skip
+def _collection(
+    records: list[dict[str, Any]], args: dict[str, list[str]], base: str, vanish: set[int]
+):
     items = [json.loads(json.dumps(r).replace("{base}", base)) for r in records]
     if "modified_after" in args or "include" in args:
         items = [r for r in items if r["id"] not in vanish]
@@ -102,8 +104,16 @@ def _route(portal: Portal, rest: str, args: dict[str, list[str]], base: str):
         ids = [int(i) for i in args.get("post", [""])[0].split(",") if i]
         total = sum(portal.comments.get(i, 0) for i in ids)
         # what WordPress holds for each comment; `_fields=id` keeps the personal data out
-        records = [{"id": 1000 + i, "post": i, "author_name": "Ελένη Παπαδοπούλου",
-                    "content": {"rendered": "<p>Σχόλιο</p>"}} for i in ids[:1] if total]
+        records = [
+            {
+                "id": 1000 + i,
+                "post": i,
+                "author_name": "Ελένη Παπαδοπούλου",
+                "content": {"rendered": "<p>Σχόλιο</p>"},
+            }
+            for i in ids[:1]
+            if total
+        ]
         return _fields(records, args), {"X-WP-Total": str(total)}
     if rest == "data/opendata.json":
         return portal.database, {}
@@ -151,8 +161,14 @@ def _serve(region: Region, h: BaseHTTPRequestHandler) -> None:
     _send(h, status, data, headers=headers)
 
 
-def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str = "application/json",
-          headers: dict[str, str] | None = None, length: bool = True) -> None:  # fmt: skip
+def _send(
+    h: BaseHTTPRequestHandler,
+    status: int,
+    data: bytes,
+    ctype: str = "application/json",
+    headers: dict[str, str] | None = None,
+    length: bool = True,
+) -> None:
     h.send_response(status)
     for k, v in (headers or {}).items():
         h.send_header(k, v)
@@ -165,7 +181,5 @@ def _send(h: BaseHTTPRequestHandler, status: int, data: bytes, ctype: str = "app
             h.close_connection = True
     h.end_headers()
     if status != 304:
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             h.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass

@@ -48,14 +48,22 @@ def test_first_run_then_incremental_run_then_edits(region, tmp_path: Path) -> No
     # 3 posts, 2 consultations (the articles are not items), 2 datasets
     assert (first.new, first.changed, first.removed, first.stale) == (7, 0, 0, False)
     items = {(r["kind"], r["wp_id"]): r for r in rows(cfg, "SELECT * FROM item")}
-    assert set(items) == {("post", 41), ("post", 38), ("post", 35),
-                          ("consultation", 60), ("consultation", 50)}  # fmt: skip
+    assert set(items) == {
+        ("post", 41),
+        ("post", 38),
+        ("post", 35),
+        ("consultation", 60),
+        ("consultation", 50),
+    }
     assert items[("post", 35)]["title"] == "Καλώς ήρθατε στη νέα πύλη & στις υπηρεσίες"
     assert items[("post", 41)]["summary"].startswith("Ξεκινούν οι εργασίες στο 1ο Δημοτικό")
     assert items[("consultation", 60)]["deadline"] == "2026-12-20 23:59"
     assert items[("consultation", 60)]["comments"] == 3 + 4 + 1  # the consultation + 2 articles
     assert items[("consultation", 50)]["comments"] == 7  # closed: counted when first seen
-    assert items[("post", 41)]["link"] == f"{base}/hersonissos/2026/11/28/ergasies-sto-dimotiko-scholeio/"
+    assert (
+        items[("post", 41)]["link"]
+        == f"{base}/hersonissos/2026/11/28/ergasies-sto-dimotiko-scholeio/"
+    )
     datasets = {r["name"]: r for r in rows(cfg, "SELECT * FROM dataset")}
     assert datasets["council_decisions"]["rows"] == 3
     assert datasets["council_decisions"]["title"] == "Αποφάσεις Δημοτικού Συμβουλίου"
@@ -70,11 +78,21 @@ def test_first_run_then_incremental_run_then_edits(region, tmp_path: Path) -> No
     assert not [h for h in portal.hits if "modified_after" in h or "include=" in h]
 
     # an edit, a new post, a deletion, an unpublished consultation, new comments, a new table
-    portal.posts[1] = {**portal.posts[1], "modified_gmt": "2026-11-30T12:00:00",
-                       "title": {"rendered": "Διακοπή νερού — νέα ώρα"}}  # fmt: skip
-    portal.posts.insert(0, {**portal.posts[0], "id": 44, "date_gmt": "2026-11-30T15:00:00",
-                            "modified_gmt": "2026-11-30T15:00:00",
-                            "title": {"rendered": "Νέα ανακοίνωση"}})  # fmt: skip
+    portal.posts[1] = {
+        **portal.posts[1],
+        "modified_gmt": "2026-11-30T12:00:00",
+        "title": {"rendered": "Διακοπή νερού — νέα ώρα"},
+    }
+    portal.posts.insert(
+        0,
+        {
+            **portal.posts[0],
+            "id": 44,
+            "date_gmt": "2026-11-30T15:00:00",
+            "modified_gmt": "2026-11-30T15:00:00",
+            "title": {"rendered": "Νέα ανακοίνωση"},
+        },
+    )
     del portal.posts[-1]  # post 35 deleted
     portal.consultations = [c for c in portal.consultations if c["id"] != 50]  # unpublished
     portal.comments[61] += 2
@@ -108,8 +126,14 @@ def test_a_post_deleted_between_listing_and_fetch(region, tmp_path: Path) -> Non
 
 def test_failures_are_isolated_and_marked_stale(region, tmp_path: Path) -> None:
     reg, base = region
-    modes = {"good": "ok", "broken": "500", "garbage": "garbage", "slow": "timeout",
-             "huge": "huge", "unannounced": "huge-unannounced"}  # fmt: skip
+    modes = {
+        "good": "ok",
+        "broken": "500",
+        "garbage": "garbage",
+        "slow": "timeout",
+        "huge": "huge",
+        "unannounced": "huge-unannounced",
+    }
     for slug, mode in modes.items():
         reg.portals[slug] = Portal(mode=mode)
     down = f"http://127.0.0.1:{closed_port()}/down/"
@@ -164,8 +188,13 @@ def test_a_page_limit_bounds_a_listing(region, tmp_path: Path) -> None:
     portal = reg.portals["gortyna"] = Portal()
     template = portal.posts[0]
     portal.posts = [{**template, "id": 100 + i} for i in range(12)]
-    limits = {"timeout_s": 1.0, "budget_s": 10, "max_bytes": 1_000_000, "per_page": 5,
-              "max_pages": 2}  # fmt: skip
+    limits = {
+        "timeout_s": 1.0,
+        "budget_s": 10,
+        "max_bytes": 1_000_000,
+        "per_page": 5,
+        "max_pages": 2,
+    }
     cfg = write_config(tmp_path, base, ["gortyna"], limits=limits)
     outcome = harvest.run(cfg, NOW)[0]
     assert outcome.stale and "3 pages" in outcome.error
@@ -208,7 +237,7 @@ def test_search_expression_cannot_carry_fts_syntax(region, tmp_path: Path) -> No
     harvest.run(cfg, NOW)
     with closing(sqlite3.connect(cfg.state_dir / "public.db")) as conn:
         conn.row_factory = sqlite3.Row
-        for hostile in ['"', 'title:νερού OR', "NEAR(a b", "*", "' ; DROP TABLE item; --"]:
+        for hostile in ['"', "title:νερού OR", "NEAR(a b", "*", "' ; DROP TABLE item; --"]:
             views.search(conn, hostile)  # no FTS5 syntax error, no SQL
         # operators and quotes are dropped: only the words are searched
         assert [r["key"] for r in views.search(conn, '"ΝΕΡΟΥ*')] == ["post:hersonissos:38"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import string
 from typing import Any
 
-
 from kallikratis_hub.fetch import Fetcher, FetchError
 from kallikratis_hub.model import Dataset, Portal, Snapshot
 from kallikratis_hub.wordpress import text
@@ -36,6 +35,12 @@ def _metadata(f: Fetcher, portal: Portal) -> dict[str, Any]:
     return body
 
 
+def _obj(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """PARENT[KEY] when it is an object, else {} (Datasette metadata is all optional)."""
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _license(meta: dict[str, Any], db: dict[str, Any], table: dict[str, Any]) -> str | None:
     for level in (table, db, meta):
         url = level.get("license_url")
@@ -51,9 +56,8 @@ def harvest(f: Fetcher, portal: Portal, snap: Snapshot) -> None:
     if not isinstance(info, dict) or not isinstance(info.get("tables"), list):
         raise FetchError("unexpected Datasette answer: no table list")
     meta = _metadata(f, portal)
-    dbs = meta.get("databases") if isinstance(meta.get("databases"), dict) else {}
-    db_meta = dbs.get(portal.database) if isinstance(dbs.get(portal.database), dict) else {}
-    tables_meta = db_meta.get("tables") if isinstance(db_meta.get("tables"), dict) else {}
+    db_meta = _obj(_obj(meta, "databases"), portal.database)
+    tables_meta = _obj(db_meta, "tables")
     tables = [t for t in info["tables"] if isinstance(t, dict) and not t.get("hidden")]
     if len(tables) > MAX_TABLES:
         raise FetchError(f"{len(tables)} tables, over the {MAX_TABLES} limit")
@@ -61,8 +65,9 @@ def harvest(f: Fetcher, portal: Portal, snap: Snapshot) -> None:
         name = table.get("name")
         if not isinstance(name, str) or not name:
             raise FetchError("unexpected Datasette table: no name")
-        tm = tables_meta.get(name) if isinstance(tables_meta.get(name), dict) else {}
-        columns = table.get("columns") if isinstance(table.get("columns"), list) else []
+        tm = _obj(tables_meta, name)
+        columns = table.get("columns")
+        columns = columns if isinstance(columns, list) else []
         count = table.get("count")
         page = f"{base}/{tilde_encode(name)}"
         snap.datasets.append(
@@ -78,5 +83,3 @@ def harvest(f: Fetcher, portal: Portal, snap: Snapshot) -> None:
                 json_url=f"{page}.json?_shape=array",
             )
         )
-
-

@@ -81,8 +81,15 @@ def _paging(g: Graph, cfg: Config, ext: str, page: int, pages: int, total: int) 
         g.add((node, HYDRA.nextPage, url(page + 1)))
 
 
-def graph(cfg: Config, datasets: Sequence[dict[str, Any]], now: datetime,
-          page: int = 1, pages: int = 1, ext: str = "ttl", total: int = 0) -> Graph:  # fmt: skip
+def graph(
+    cfg: Config,
+    datasets: Sequence[dict[str, Any]],
+    now: datetime,
+    page: int = 1,
+    pages: int = 1,
+    ext: str = "ttl",
+    total: int = 0,
+) -> Graph:
     """The catalog with DATASETS (one page of them); paging triples when PAGES > 1."""
     g = Graph()
     g.bind("dcat", DCAT)
@@ -94,8 +101,13 @@ def graph(cfg: Config, datasets: Sequence[dict[str, Any]], now: datetime,
     g.add((catalog, DCTERMS.title, Literal(cfg.title, lang="el")))
     g.add((catalog, DCTERMS.title, Literal("Regional open data catalog", lang="en")))
     g.add((catalog, DCTERMS.description, Literal(cfg.description, lang="el")))
-    g.add((catalog, DCTERMS.publisher, agent(g, URIRef(f"{cfg.hub_url}#publisher"),
-                                             cfg.publisher, cfg.hub_url)))  # fmt: skip
+    g.add(
+        (
+            catalog,
+            DCTERMS.publisher,
+            agent(g, URIRef(f"{cfg.hub_url}#publisher"), cfg.publisher, cfg.hub_url),
+        )
+    )
     g.add((catalog, FOAF.homepage, URIRef(cfg.hub_url)))
     g.add((catalog, DCTERMS.language, LANG_EL))
     g.add((catalog, DCTERMS.modified, _when(now.strftime("%Y-%m-%dT%H:%M:%S"))))
@@ -110,8 +122,9 @@ def graph(cfg: Config, datasets: Sequence[dict[str, Any]], now: datetime,
     return g
 
 
-def serialize(cfg: Config, datasets: Sequence[dict[str, Any]], now: datetime
-              ) -> Iterator[tuple[str, bytes]]:  # fmt: skip
+def serialize(
+    cfg: Config, datasets: Sequence[dict[str, Any]], now: datetime
+) -> Iterator[tuple[str, bytes]]:
     """(file name, content) of every catalog file: catalog.<ext>, and catalog-page-N.<ext>."""
     size = cfg.catalog_page_size
     pages = max(1, math.ceil(len(datasets) / size))

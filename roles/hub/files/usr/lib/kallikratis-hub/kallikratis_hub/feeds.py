@@ -28,8 +28,12 @@ def _summary(item: dict[str, Any]) -> str:
     return " · ".join(parts) or item["title"]
 
 
-def atom(cfg: Config, items: Sequence[dict[str, Any]], now: datetime,
-         municipality: dict[str, Any] | None = None) -> bytes:  # fmt: skip
+def atom(
+    cfg: Config,
+    items: Sequence[dict[str, Any]],
+    now: datetime,
+    municipality: dict[str, Any] | None = None,
+) -> bytes:
     """One Atom document: the region's (MUNICIPALITY None) or one municipality's."""
     host = urlsplit(cfg.hub_url).hostname or "hub"
     path = f"{municipality['slug']}/feed.atom" if municipality else "feed.atom"

@@ -60,7 +60,9 @@ class Cached:
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl} refused", headers, fp)
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirect to {newurl} refused", headers, fp
+        )
 
 
 def opener(context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
@@ -103,7 +105,9 @@ class Fetcher:
                 body = self._read(r)
         except urllib.error.HTTPError as exc:
             if exc.code == 304 and cached is not None:
-                return Response(200, {k.lower(): v for k, v in exc.headers.items()}, cached.body, True)
+                return Response(
+                    200, {k.lower(): v for k, v in exc.headers.items()}, cached.body, True
+                )
             raise FetchError(f"HTTP {exc.code} from {url}") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             raise FetchError(f"{url}: {getattr(exc, 'reason', exc)}") from None

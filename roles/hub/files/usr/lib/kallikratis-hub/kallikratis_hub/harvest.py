@@ -143,7 +143,9 @@ def run(cfg: Config, now: datetime | None = None) -> list[Outcome]:
             knowns = {p.slug: store.known(p.slug) for p in cfg.portals}
             outcomes = []
             with ThreadPoolExecutor(max_workers=cfg.workers) as pool:
-                done = pool.map(lambda j: _fetch_one(cfg, j, knowns[j.portal.slug], now_local), jobs)
+                done = pool.map(
+                    lambda j: _fetch_one(cfg, j, knowns[j.portal.slug], now_local), jobs
+                )
                 for job in done:
                     outcomes.append(_record(store, job, stamp))
             outputs.write_all(store.conn, cfg, now)
@@ -160,7 +162,9 @@ def _record(store: Store, job: _Job, stamp: str) -> Outcome:
     if job.snap is None:
         log.warning("%s: stale: %s", slug, job.error)
         store.mark_stale(slug, job.error or "failed", stamp)
-        return Outcome(slug, stale=True, error=job.error, seconds=job.seconds, requests=job.requests)
+        return Outcome(
+            slug, stale=True, error=job.error, seconds=job.seconds, requests=job.requests
+        )
     got = store.apply(slug, job.snap, job.cache, stamp)
     return Outcome(slug, got.new, got.changed, got.removed, False, None, job.seconds, job.requests)
 

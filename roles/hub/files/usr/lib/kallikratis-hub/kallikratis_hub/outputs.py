@@ -28,10 +28,16 @@ def write_all(conn: sqlite3.Connection, cfg: Config, now: datetime) -> None:
     now_local = local_now(cfg, now)
     munis = views.municipalities(conn)
     common = {"cfg": cfg, "municipalities": munis, "generated": now_local}
-    write(out / "index.html", pages.render("index.html", news=views.news_by_municipality(conn),
-                                           **common))  # fmt: skip
-    write(out / "consultations/index.html", pages.render(
-        "consultations.html", consultations=views.open_consultations(conn, now_local), **common))
+    write(
+        out / "index.html",
+        pages.render("index.html", news=views.news_by_municipality(conn), **common),
+    )
+    write(
+        out / "consultations/index.html",
+        pages.render(
+            "consultations.html", consultations=views.open_consultations(conn, now_local), **common
+        ),
+    )
     datasets = views.datasets(conn)
     write(out / "datasets/index.html", pages.render("datasets.html", datasets=datasets, **common))
     write(out / "feed.atom", feeds.atom(cfg, views.latest(conn, limit=cfg.feed_size), now))
@@ -40,8 +46,12 @@ def write_all(conn: sqlite3.Connection, cfg: Config, now: datetime) -> None:
         write(out / m["slug"] / "feed.atom", feeds.atom(cfg, items, now, m))
     keep = {m["slug"] for m in munis}
     for child in out.iterdir():
-        if child.is_dir() and SLUG.match(child.name) and (child / "feed.atom").exists() \
-                and child.name not in keep:  # fmt: skip
+        if (
+            child.is_dir()
+            and SLUG.match(child.name)
+            and (child / "feed.atom").exists()
+            and child.name not in keep
+        ):
             shutil.rmtree(child)
     names = set()
     for name, data in dcat.serialize(cfg, datasets, now):

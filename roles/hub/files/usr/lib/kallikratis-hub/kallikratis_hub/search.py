@@ -17,8 +17,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from kallikratis_hub import pages, views
 
 MAX_QUERY = 200
-LABELS = {"post": "Νέα / News", "consultation": "Διαβούλευση / Consultation",
-          "dataset": "Δεδομένα / Dataset"}  # fmt: skip
+LABELS = {
+    "post": "Νέα / News",
+    "consultation": "Διαβούλευση / Consultation",
+    "dataset": "Δεδομένα / Dataset",
+}
 HEADERS = [("X-Content-Type-Options", "nosniff"), ("Cache-Control", "public, max-age=60")]
 StartResponse = Callable[..., Any]
 
@@ -51,14 +54,22 @@ class SearchApp:
             body = json.dumps({"query": text, "results": results}, ensure_ascii=False)
             start("200 OK", [("Content-Type", "application/json; charset=utf-8"), *HEADERS])
             return [body.encode("utf-8")]
-        page = pages.render("search.html", cfg=self.site, query=text, results=results,
-                            labels=LABELS, limit=views.MAX_RESULTS, generated="")  # fmt: skip
+        page = pages.render(
+            "search.html",
+            cfg=self.site,
+            query=text,
+            results=results,
+            labels=LABELS,
+            limit=views.MAX_RESULTS,
+            generated="",
+        )
         start("200 OK", [("Content-Type", "text/html; charset=utf-8"), *HEADERS])
         return [page.encode("utf-8")]
 
 
-def _plain(start: StartResponse, status: str, text: str,
-           extra: list[tuple[str, str]] | None = None) -> list[bytes]:  # fmt: skip
+def _plain(
+    start: StartResponse, status: str, text: str, extra: list[tuple[str, str]] | None = None
+) -> list[bytes]:
     start(status, [("Content-Type", "text/plain; charset=utf-8"), *(extra or [])])
     return [text.encode("utf-8")]
 

@@ -41,8 +41,16 @@ CREATE VIRTUAL TABLE IF NOT EXISTS search USING fts5(
     key UNINDEXED, slug UNINDEXED, kind UNINDEXED, title, body, tokenize = 'unicode61');
 """
 ITEM_FIELDS = ("title", "summary", "link", "published", "modified", "deadline")
-DATASET_FIELDS = ("title", "description", "columns", "rows", "license_url", "page_url",
-                  "csv_url", "json_url")  # fmt: skip
+DATASET_FIELDS = (
+    "title",
+    "description",
+    "columns",
+    "rows",
+    "license_url",
+    "page_url",
+    "csv_url",
+    "json_url",
+)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -68,8 +76,11 @@ class Store:
         wanted = {p.slug: p for p in portals}
         with self.conn:
             self.conn.execute("BEGIN")
-            gone = [r[0] for r in self.conn.execute("SELECT slug FROM municipality")
-                    if r[0] not in wanted]  # fmt: skip
+            gone = [
+                r[0]
+                for r in self.conn.execute("SELECT slug FROM municipality")
+                if r[0] not in wanted
+            ]
             for slug in gone:
                 self.conn.execute("DELETE FROM search WHERE slug = ?", (slug,))
                 self.conn.execute("DELETE FROM municipality WHERE slug = ?", (slug,))
@@ -125,15 +136,22 @@ class Store:
                 " last_success = ? WHERE slug = ?",
                 (now, now, slug),
             )
-        return Outcome(slug, **counts)
+        return Outcome(
+            slug, new=counts["new"], changed=counts["changed"], removed=counts["removed"]
+        )
 
     def _apply_items(self, slug: str, name: str, snap: Snapshot, counts: dict[str, int]) -> None:
         for kind, present in snap.present.items():
-            stored = {r[0] for r in self.conn.execute(
-                "SELECT wp_id FROM item WHERE slug = ? AND kind = ?", (slug, kind))}  # fmt: skip
+            stored = {
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT wp_id FROM item WHERE slug = ? AND kind = ?", (slug, kind)
+                )
+            }
             for wp_id in stored - present:
                 self.conn.execute(
-                    "DELETE FROM item WHERE slug = ? AND kind = ? AND wp_id = ?", (slug, kind, wp_id)
+                    "DELETE FROM item WHERE slug = ? AND kind = ? AND wp_id = ?",
+                    (slug, kind, wp_id),
                 )
                 self.conn.execute("DELETE FROM search WHERE key = ?", (_key(kind, slug, wp_id),))
                 counts["removed"] += 1
@@ -166,8 +184,18 @@ class Store:
         self.conn.execute(
             "INSERT OR REPLACE INTO item (slug, kind, wp_id, title, summary, link, published,"
             " modified, deadline, comments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (slug, item.kind, item.wp_id, item.title, item.summary, item.link, item.published,
-             item.modified, item.deadline, comments),  # fmt: skip
+            (
+                slug,
+                item.kind,
+                item.wp_id,
+                item.title,
+                item.summary,
+                item.link,
+                item.published,
+                item.modified,
+                item.deadline,
+                comments,
+            ),
         )
         key = _key(item.kind, slug, item.wp_id)
         self.conn.execute("DELETE FROM search WHERE key = ?", (key,))
@@ -179,8 +207,9 @@ class Store:
     def _apply_datasets(
         self, slug: str, name: str, datasets: list[Dataset], now: str, counts: dict[str, int]
     ) -> None:
-        stored = {r["name"]: r for r in self.conn.execute(
-            "SELECT * FROM dataset WHERE slug = ?", (slug,))}  # fmt: skip
+        stored = {
+            r["name"]: r for r in self.conn.execute("SELECT * FROM dataset WHERE slug = ?", (slug,))
+        }
         for gone in stored.keys() - {d.name for d in datasets}:
             self.conn.execute("DELETE FROM dataset WHERE slug = ? AND name = ?", (slug, gone))
             self.conn.execute("DELETE FROM search WHERE key = ?", (_key("dataset", slug, gone),))
@@ -195,8 +224,10 @@ class Store:
             first_seen = old["first_seen"] if old is not None else now
             self.conn.execute(
                 "INSERT OR REPLACE INTO dataset (slug, name, first_seen, modified, "
-                + ", ".join(DATASET_FIELDS) + ") VALUES (?, ?, ?, ?"
-                + ", ?" * len(DATASET_FIELDS) + ")",
+                + ", ".join(DATASET_FIELDS)
+                + ") VALUES (?, ?, ?, ?"
+                + ", ?" * len(DATASET_FIELDS)
+                + ")",
                 (slug, d.name, first_seen, now, *values.values()),
             )
             key = _key("dataset", slug, d.name)

@@ -19,8 +19,12 @@ def municipalities(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-def latest(conn: sqlite3.Connection, slug: str | None = None, limit: int = 50,
-           kinds: tuple[str, ...] = ("post", "consultation")) -> list[dict[str, Any]]:  # fmt: skip
+def latest(
+    conn: sqlite3.Connection,
+    slug: str | None = None,
+    limit: int = 50,
+    kinds: tuple[str, ...] = ("post", "consultation"),
+) -> list[dict[str, Any]]:
     """The newest posts and consultations (of one municipality, or all), newest first."""
     marks = ",".join("?" * len(kinds))
     where = f"i.kind IN ({marks})" + (" AND i.slug = ?" if slug else "")

@@ -92,8 +92,12 @@ def _item(portal: Portal, kind: str, raw: dict[str, Any]) -> Item:
 
 def _listing(f: Fetcher, portal: Portal, kind: str) -> tuple[dict[int, str], dict[int, list[int]]]:
     """Published ids -> modified (top-level ones for consultations) and each one's articles."""
-    query = {"_fields": "id,modified_gmt,parent", "per_page": f.limits.per_page,
-             "orderby": "id", "order": "asc"}  # fmt: skip
+    query = {
+        "_fields": "id,modified_gmt,parent",
+        "per_page": f.limits.per_page,
+        "orderby": "id",
+        "order": "asc",
+    }
     url = f"{portal.api(ROUTES[kind])}?{urlencode(query)}"
     roots: dict[int, str] = {}
     parent_of: dict[int, int] = {}
@@ -122,7 +126,12 @@ def _fetch_changed(
     f: Fetcher, portal: Portal, kind: str, wanted: set[int], since: str | None
 ) -> dict[int, dict[str, Any]]:
     fields = FIELDS + (",parent,meta" if kind == "consultation" else "")
-    base = {"_fields": fields, "per_page": f.limits.per_page, "orderby": "modified", "order": "desc"}
+    base = {
+        "_fields": fields,
+        "per_page": f.limits.per_page,
+        "orderby": "modified",
+        "order": "desc",
+    }
     found: dict[int, dict[str, Any]] = {}
     query = {**base, **({"modified_after": since} if since else {})}
     for page in pages(f, f"{portal.api(ROUTES[kind])}?{urlencode(query)}"):
@@ -151,8 +160,9 @@ def _is_open(deadline: str | None, now_local: str) -> bool:
     return deadline is None or deadline >= now_local
 
 
-def harvest(f: Fetcher, portal: Portal, known: Mapping[str, Known], now_local: str,
-            snap: Snapshot) -> None:  # fmt: skip
+def harvest(
+    f: Fetcher, portal: Portal, known: Mapping[str, Known], now_local: str, snap: Snapshot
+) -> None:
     """Fill SNAP with the portal's posts and consultations (NOW_LOCAL: "YYYY-MM-DD HH:MM")."""
     for kind in ROUTES:
         mine = known.get(kind, {})
@@ -162,10 +172,11 @@ def harvest(f: Fetcher, portal: Portal, known: Mapping[str, Known], now_local: s
         found = _fetch_changed(f, portal, kind, wanted, _since(mine)) if wanted else {}
         items = {i: _item(portal, kind, raw) for i, raw in found.items()}
         if kind == "consultation":
-            deadlines = {i: items[i].deadline if i in items else mine.get(i, ('', None))[1] for i in roots}
+            deadlines = {
+                i: items[i].deadline if i in items else mine.get(i, ("", None))[1] for i in roots
+            }
             # open ones every run; closed ones when first seen or changed (counts then freeze)
             due = [i for i in roots if i in items or _is_open(deadlines[i], now_local)]
             for i in sorted(due, reverse=True)[:MAX_COMMENT_QUERIES]:
                 snap.comments[i] = comment_count(f, portal, [i, *children.get(i, [])])
         snap.items.extend(items.values())
-
