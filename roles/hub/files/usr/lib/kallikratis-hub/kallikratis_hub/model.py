@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-SLUG = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 KINDS = ("post", "consultation")
 
 
