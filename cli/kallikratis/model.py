@@ -205,6 +205,11 @@ class Fleet:
         return next((m for m in self.central if "control" in m.central_roles), None)
 
     @property
+    def hub(self) -> Municipality | None:
+        """The central VM that runs the interoperability hub (role ``hub``), if any."""
+        return next((m for m in self.central if "hub" in m.central_roles), None)
+
+    @property
     def management_sources(self) -> tuple[ipaddress.IPv4Network, ...]:
         """Where SSH and the node exporter of a VM may be reached from.
 
