@@ -13,7 +13,16 @@ LIB = Path(__file__).resolve().parents[2] / "roles/hub/files/usr/lib/kallikratis
 if str(LIB) not in sys.path:
     sys.path.insert(0, str(LIB))
 
-from kallikratis_hub.harvest import Config  # noqa: E402
+# the role copies this tree to the VM as it is: no __pycache__ from the tests in it
+_write_bytecode = sys.dont_write_bytecode
+sys.dont_write_bytecode = True
+try:
+    import kallikratis_hub.cli  # noqa: E402, F401
+    import kallikratis_hub.outputs  # noqa: E402, F401
+    import kallikratis_hub.search  # noqa: E402, F401
+    from kallikratis_hub.harvest import Config  # noqa: E402
+finally:
+    sys.dont_write_bytecode = _write_bytecode
 
 SHAPES = Path(__file__).resolve().parent / "data/hub/dcat-ap/dcat-ap_2.1.1_shacl_shapes.ttl"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from hubsupport import write_config
+from kallikratis.checks.helpers_data import applies
 from kallikratis.errors import InventoryError
 from kallikratis.stackvars import municipality_vars
 from kallikratis_hub import harvest, search
@@ -189,6 +190,13 @@ def test_the_hub_is_told_which_portals_to_harvest(inv: InventoryCopy, state_dir:
     assert "kallikratis_hub_portals" not in municipality_vars(
         fleet, fleet.get("control"), state_dir
     )
+
+
+def test_verify_runs_the_hub_suite_on_the_hub_only() -> None:
+    hub, control, tenant = {"central_roles": ["hub"]}, {"central_roles": ["control"]}, {}
+    assert applies("test_hub.py", hub)
+    assert not applies("test_hub.py", control) and not applies("test_hub.py", tenant)
+    assert not applies("test_portal.py", hub) and applies("test_base.py", hub)
 
 
 def test_the_hub_never_shares_control_s_vm(inv: InventoryCopy) -> None:
