@@ -199,3 +199,19 @@ def test_search_application(harvested) -> None:
     assert call(app, "/search", "&".join(f"a{i}=1" for i in range(10)))[0].startswith("400")
     long_query = "q=" + "δ" * 5000
     assert call(app, "/search", long_query)[0] == "200 OK"
+
+
+def test_catalog_is_rebuilt_only_when_datasets_change(tmp_path: Path) -> None:
+    reg = Region()
+    with http_server(reg.handler()) as base:
+        portal = reg.portals["hersonissos"] = Portal()
+        cfg = write_config(tmp_path, base, ["hersonissos"])
+        harvest.run(cfg, NOW)
+        first = (cfg.public_dir / "catalog.ttl").stat()
+        harvest.run(cfg, NOW)
+        again = (cfg.public_dir / "catalog.ttl").stat()
+        assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+        portal.database["tables"].append({**portal.database["tables"][0], "name": "waste_bins"})
+        harvest.run(cfg, NOW)
+    g = Graph().parse(cfg.public_dir / "catalog.ttl", format="turtle")
+    assert len(set(g.subjects(RDF.type, DCAT.Dataset))) == 3

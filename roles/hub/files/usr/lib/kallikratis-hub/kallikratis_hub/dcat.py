@@ -17,6 +17,8 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF
 
 from kallikratis_hub.harvest import Config
 
+#: part of the catalog's fingerprint: bump it when the graph built from the same data changes
+__version__ = "1"
 HYDRA = Namespace("http://www.w3.org/ns/hydra/core#")
 FILE_TYPE = Namespace("http://publications.europa.eu/resource/authority/file-type/")
 LANG_EL = URIRef("http://publications.europa.eu/resource/authority/language/ELL")
