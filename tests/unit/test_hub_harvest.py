@@ -5,14 +5,23 @@ every kind of misbehaving portal (500, malformed JSON, timeout, enormous page, d
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import sqlite3
+import ssl
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hubsupport import closed_port, write_config
 from kallikratis_hub import harvest, views
 
@@ -258,3 +267,56 @@ def test_municipalities_leaving_the_configuration_leave_the_hub(region, tmp_path
     assert {r["slug"] for r in rows(cfg, "SELECT DISTINCT slug FROM item")} == {"a"}
     assert not (cfg.public_dir / "b").exists()
     assert not rows(cfg, "SELECT * FROM search WHERE slug = 'b'")
+
+
+def _https_region(tmp: Path, reg: Region) -> tuple[ThreadingHTTPServer, str, Path]:
+    """The stand-ins over TLS, with a throw-away self-signed certificate for 127.0.0.1."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp / "portal.crt"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / "portal.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pem, tmp / "portal.key")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), reg.handler())
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"https://127.0.0.1:{server.server_address[1]}", pem
+
+
+def test_https_portals_are_checked_against_the_fleet_ca(region, tmp_path: Path) -> None:
+    reg, _ = region
+    reg.portals["hersonissos"] = Portal()
+    server, base, ca = _https_region(tmp_path, reg)
+    try:
+        cfg = write_config(tmp_path, base, ["hersonissos"])
+        untrusted = harvest.run(cfg, NOW)[0]
+        assert untrusted.stale and "CERTIFICATE_VERIFY_FAILED" in (untrusted.error or "")
+        trusted = dataclasses.replace(cfg, ca_file=str(ca))
+        outcome = harvest.run(trusted, NOW)[0]
+        assert (outcome.new, outcome.stale) == (7, False)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -86,7 +86,9 @@ class _Job:
 def _fetch_one(cfg: Config, job: _Job, known: Any, now_local: str) -> _Job:
     old_cache = dict(job.cache)
     job.cache = {}
-    context = ssl.create_default_context(cafile=cfg.ca_file)
+    context = ssl.create_default_context()  # the system's roots: portals with ACME certificates
+    if cfg.ca_file:
+        context.load_verify_locations(cafile=cfg.ca_file)  # and the fleet CA
     f = Fetcher(
         cfg.limits,
         opener(context).open,
