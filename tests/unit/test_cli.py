@@ -34,6 +34,7 @@ COMMANDS = [
     "keys",
     "snapshots",
     "report",
+    "hub",
 ]
 
 
