@@ -24,7 +24,9 @@ try:
 finally:
     sys.dont_write_bytecode = _write_bytecode
 
-SHAPES = Path(__file__).resolve().parent / "data/hub/dcat-ap/dcat-ap_2.1.1_shacl_shapes.ttl"
+DCAT_AP = Path(__file__).resolve().parent / "data/hub/dcat-ap"
+#: DCAT-AP 2.1.1: the class and property constraints, and the range constraints
+SHAPES = (DCAT_AP / "dcat-ap_2.1.1_shacl_shapes.ttl", DCAT_AP / "dcat-ap_2.1.1_shacl_range.ttl")
 
 
 def closed_port() -> int:

@@ -50,14 +50,15 @@ def harvested(tmp_path: Path) -> Iterator[tuple[harvest.Config, str]]:
         yield cfg, base
 
 
+def shapes() -> Graph:
+    g = Graph()
+    for path in SHAPES:
+        g.parse(path, format="turtle")
+    return g
+
+
 def conforms(g: Graph) -> tuple[bool, str]:
-    ok, _, text = validate(
-        g,
-        shacl_graph=str(SHAPES),
-        shacl_graph_format="turtle",
-        inference="none",
-        abort_on_first=False,
-    )
+    ok, _, text = validate(g, shacl_graph=shapes(), inference="none", abort_on_first=False)
     return bool(ok), str(text)
 
 
@@ -86,13 +87,18 @@ def test_catalog_conforms_to_dcat_ap(harvested) -> None:
 
 
 def test_the_shapes_do_catch_a_broken_catalog(harvested) -> None:
-    """The validation above can fail: a dataset without its mandatory description does not pass."""
+    """The validation above can fail: a dataset without its mandatory description, or a
+    licence not typed as a licence document (the range shapes), does not pass."""
     cfg, _ = harvested
     g = Graph().parse(cfg.public_dir / "catalog.ttl", format="turtle")
     victim = next(iter(g.subjects(RDF.type, ns.DCAT.Dataset)))
     g.remove((victim, ns.DCTERMS.description, None))
     ok, report = conforms(g)
     assert not ok and "dct:description" in report.replace(str(ns.DCTERMS), "dct:")
+    g = Graph().parse(cfg.public_dir / "catalog.ttl", format="turtle")
+    g.remove((None, RDF.type, ns.DCTERMS.LicenseDocument))
+    ok, report = conforms(g)
+    assert not ok and "LicenseDocument" in report
 
 
 def test_three_serialisations_hold_the_same_graph(harvested) -> None:

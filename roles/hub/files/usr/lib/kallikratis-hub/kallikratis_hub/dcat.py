@@ -18,13 +18,20 @@ from rdflib.namespace import DCAT, DCTERMS, FOAF
 from kallikratis_hub.harvest import Config
 
 #: part of the catalog's fingerprint: bump it when the graph built from the same data changes
-__version__ = "1"
+__version__ = "2"
 HYDRA = Namespace("http://www.w3.org/ns/hydra/core#")
 FILE_TYPE = Namespace("http://publications.europa.eu/resource/authority/file-type/")
 LANG_EL = URIRef("http://publications.europa.eu/resource/authority/language/ELL")
 MEDIA = Namespace("http://www.iana.org/assignments/media-types/")
 FORMATS = {"ttl": "turtle", "rdf": "xml", "jsonld": "json-ld"}
 DISTRIBUTIONS = (("csv", "CSV", "text/csv"), ("json", "JSON", "application/json"))
+
+
+def typed(g: Graph, uri: URIRef, cls: URIRef) -> URIRef:
+    """URI, typed in G: DCAT-AP's range shapes want each object of its class (the EU
+    vocabularies' IRIs carry their type in the vocabulary, which a harvester may not load)."""
+    g.add((uri, RDF.type, cls))
+    return uri
 
 
 def _when(stamp: str) -> Literal:
@@ -36,7 +43,7 @@ def agent(g: Graph, uri: URIRef, name: str, homepage: str | None) -> URIRef:
     g.add((uri, RDF.type, FOAF.Organization))
     g.add((uri, FOAF.name, Literal(name, lang="el")))
     if homepage:
-        g.add((uri, FOAF.homepage, URIRef(homepage)))
+        g.add((uri, FOAF.homepage, typed(g, URIRef(homepage), FOAF.Document)))
     return uri
 
 
@@ -48,10 +55,10 @@ def _dataset(g: Graph, cfg: Config, d: dict[str, Any], publisher: URIRef) -> URI
     g.add((uri, DCTERMS.title, Literal(d["title"], lang="el")))
     g.add((uri, DCTERMS.description, Literal(description, lang="el")))
     g.add((uri, DCTERMS.publisher, publisher))
-    g.add((uri, DCTERMS.language, LANG_EL))
+    g.add((uri, DCTERMS.language, typed(g, LANG_EL, DCTERMS.LinguisticSystem)))
     g.add((uri, DCTERMS.issued, _when(d["first_seen"])))
     g.add((uri, DCTERMS.modified, _when(d["modified"])))
-    g.add((uri, DCAT.landingPage, URIRef(d["page_url"])))
+    g.add((uri, DCAT.landingPage, typed(g, URIRef(d["page_url"]), FOAF.Document)))
     g.add((uri, DCAT.keyword, Literal(d["municipality"], lang="el")))
     for suffix, file_type, media in DISTRIBUTIONS:
         dist = URIRef(f"{uri}/{suffix}")
@@ -60,10 +67,11 @@ def _dataset(g: Graph, cfg: Config, d: dict[str, Any], publisher: URIRef) -> URI
         g.add((dist, DCTERMS.title, Literal(f"{d['title']} ({file_type})", lang="el")))
         g.add((dist, DCAT.accessURL, URIRef(d["page_url"])))
         g.add((dist, DCAT.downloadURL, URIRef(d[f"{suffix}_url"])))
-        g.add((dist, DCTERMS["format"], FILE_TYPE[file_type]))
-        g.add((dist, DCAT.mediaType, MEDIA[media]))
+        g.add((dist, DCTERMS["format"], typed(g, FILE_TYPE[file_type], DCTERMS.MediaTypeOrExtent)))
+        g.add((dist, DCAT.mediaType, typed(g, MEDIA[media], DCTERMS.MediaType)))
         if d["license_url"]:
-            g.add((dist, DCTERMS.license, URIRef(d["license_url"])))
+            licence = typed(g, URIRef(d["license_url"]), DCTERMS.LicenseDocument)
+            g.add((dist, DCTERMS.license, licence))
     return uri
 
 
@@ -110,8 +118,8 @@ def graph(
             agent(g, URIRef(f"{cfg.hub_url}#publisher"), cfg.publisher, cfg.hub_url),
         )
     )
-    g.add((catalog, FOAF.homepage, URIRef(cfg.hub_url)))
-    g.add((catalog, DCTERMS.language, LANG_EL))
+    g.add((catalog, FOAF.homepage, typed(g, URIRef(cfg.hub_url), FOAF.Document)))
+    g.add((catalog, DCTERMS.language, typed(g, LANG_EL, DCTERMS.LinguisticSystem)))
     g.add((catalog, DCTERMS.modified, _when(now.strftime("%Y-%m-%dT%H:%M:%S"))))
     publishers: dict[str, URIRef] = {}
     for d in datasets:
