@@ -190,6 +190,11 @@ def test_conditional_requests_reuse_the_last_answer(region, tmp_path: Path) -> N
     outcome = harvest.run(cfg, NOW)[0]
     assert portal.not_modified >= 4  # listings, comments and Datasette answered 304
     assert (outcome.new, outcome.changed, outcome.removed, outcome.stale) == (0, 0, 0, False)
+    # the cache holds what this run asked, no more: 2 listings, the open consultation's comment
+    # count, 2 Datasette answers; the first run's full fetches are gone
+    cached = {r["url"] for r in rows(cfg, "SELECT url FROM http_cache")}
+    assert len(cached) == 5
+    assert not [u for u in cached if "_fields=id%2Cdate_gmt" in u]
 
 
 def test_a_page_limit_bounds_a_listing(region, tmp_path: Path) -> None:

@@ -105,6 +105,7 @@ class Fetcher:
                 body = self._read(r)
         except urllib.error.HTTPError as exc:
             if exc.code == 304 and cached is not None:
+                self.cache_put(url, cached)  # still in use: kept for the next run
                 return Response(
                     200, {k.lower(): v for k, v in exc.headers.items()}, cached.body, True
                 )

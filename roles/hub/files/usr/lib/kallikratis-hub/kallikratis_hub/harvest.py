@@ -167,7 +167,7 @@ def _record(store: Store, job: _Job, stamp: str) -> Outcome:
         return Outcome(
             slug, stale=True, error=job.error, seconds=job.seconds, requests=job.requests
         )
-    got = store.apply(slug, job.snap, job.cache, stamp)
+    got = store.apply(job.portal, job.snap, job.cache, stamp)
     return Outcome(slug, got.new, got.changed, got.removed, False, None, job.seconds, job.requests)
 
 

@@ -115,8 +115,12 @@ class Store:
             (error[:500], now, slug),
         )
 
-    def apply(self, slug: str, snap: Snapshot, cache: Mapping[str, Cached], now: str) -> Outcome:
-        """Write SNAP for SLUG in one transaction; count new, changed and removed records."""
+    def apply(
+        self, portal: Portal, snap: Snapshot, cache: Mapping[str, Cached], now: str
+    ) -> Outcome:
+        """Write SNAP for PORTAL in one transaction; count new, changed and removed records.
+        CACHE replaces the portal's cached answers (those this run did not use go)."""
+        slug = portal.slug
         counts = {"new": 0, "changed": 0, "removed": 0}
         with self.conn:
             self.conn.execute("BEGIN")
@@ -125,6 +129,9 @@ class Store:
             ).fetchone()[0]
             self._apply_items(slug, name, snap, counts)
             self._apply_datasets(slug, name, snap.datasets, now, counts)
+            self.conn.execute(
+                "DELETE FROM http_cache WHERE substr(url, 1, ?) = ?", (len(portal.url), portal.url)
+            )
             for url, c in cache.items():
                 self.conn.execute(
                     "INSERT OR REPLACE INTO http_cache (url, etag, last_modified, body)"
