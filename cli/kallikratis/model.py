@@ -30,8 +30,9 @@ TENANT_ISOLATION = "isolated-port+clean-traffic"
 #: (control must reach every municipality's node exporter), but they are anti-spoofing filtered
 CENTRAL_ISOLATION = "clean-traffic"
 #: what a central VM can be (its `central_roles`): `control` = monitoring, the fleet scorecard
-#: and (later) the backup store; management traffic only, no public service
-CENTRAL_ROLES = ("control",)
+#: and (later) the backup store; management traffic only, no public service. `hub` = the public
+#: interoperability hub (roles/hub): never on the same VM as `control`
+CENTRAL_ROLES = ("control", "hub")
 NWFILTER = "clean-traffic"
 DISK_SUFFIX = ".qcow2"
 SEED_SUFFIX = "-seed.iso"
@@ -208,6 +209,11 @@ class Fleet:
     def control(self) -> Municipality | None:
         """The central VM that runs the monitoring (role ``control``), if the fleet has one."""
         return next((m for m in self.central if "control" in m.central_roles), None)
+
+    @property
+    def hub(self) -> Municipality | None:
+        """The central VM that runs the interoperability hub (role ``hub``), if any."""
+        return next((m for m in self.central if "hub" in m.central_roles), None)
 
     @property
     def management_sources(self) -> tuple[ipaddress.IPv4Network, ...]:

@@ -214,6 +214,9 @@ def _central_roles_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, ...]:
     for role in roles:
         if role not in model.CENTRAL_ROLES:
             chk.add(hv, slug, "central_roles", f"unknown central role {role!r} (known: {known})")
+    if "hub" in roles and "control" in roles:
+        # the hub is public; control holds the monitoring and the backups
+        chk.add(hv, slug, "central_roles", "hub and control never share a VM: give each its own")
     return tuple(dict.fromkeys(str(r) for r in roles))
 
 

@@ -73,15 +73,19 @@ def tenant_vars(fleet: model.Fleet) -> dict[str, Any]:
 
 
 def central_vars(fleet: model.Fleet, m: model.Municipality) -> dict[str, Any]:
-    """A central VM's view of the fleet: on `control`, what to monitor and where alerts go."""
-    if "control" not in m.central_roles:
-        return {}
-    return {
-        "kallikratis_monitoring_targets": [monitoring_target(t) for t in fleet.tenants],
-        "kallikratis_alert_email": fleet.alerts.email,
-        "kallikratis_alert_webhook_url": fleet.alerts.webhook_url,
-        "kallikratis_alert_smtp_smarthost": fleet.alerts.smtp_smarthost,
-    }
+    """A central VM's view of the fleet: on `control`, what to monitor and where alerts go;
+    on `hub`, which portals to harvest."""
+    out: dict[str, Any] = {}
+    if "control" in m.central_roles:
+        out |= {
+            "kallikratis_monitoring_targets": [monitoring_target(t) for t in fleet.tenants],
+            "kallikratis_alert_email": fleet.alerts.email,
+            "kallikratis_alert_webhook_url": fleet.alerts.webhook_url,
+            "kallikratis_alert_smtp_smarthost": fleet.alerts.smtp_smarthost,
+        }
+    if "hub" in m.central_roles:
+        out["kallikratis_hub_portals"] = [monitoring_target(t) for t in fleet.tenants]
+    return out
 
 
 #: the backup store on control: borg's home, one repository per municipality under it

@@ -17,7 +17,7 @@ SHARED = {
 
 
 #: roles of central VMs, which do not run the municipalities' web role
-ROLES_WITHOUT_WEB = {"monitoring"}
+ROLES_WITHOUT_WEB = {"monitoring", "hub"}
 
 
 def _yaml_files() -> list[Path]:
@@ -60,9 +60,9 @@ def test_one_nginx_reload_handler(role: str) -> None:
         assert "nginx -t" in reload[0]["ansible.builtin.command"]
         return
     if role in ROLES_WITHOUT_WEB:
-        # control serves only the dashboard: no web role there, its own nginx -t + reload
+        # central VMs (control's dashboard, the hub): no web role there, their own nginx -t + reload
         handlers = yaml.safe_load((path / "handlers" / "main.yml").read_text())
-        mine = [h for h in handlers if h.get("listen") == "Monitoring reload nginx"]
+        mine = [h for h in handlers if h.get("listen") == f"{role.capitalize()} reload nginx"]
         assert [next(k for k in h if "." in k) for h in mine] == [
             "ansible.builtin.command",
             "ansible.builtin.systemd_service",

@@ -123,6 +123,7 @@ TENANT_SUITES = frozenset(
     {"test_web.py", "test_portal.py", "test_opendata.py", "test_education.py"}
 )
 CONTROL_SUITES = frozenset({"test_monitoring.py"})
+HUB_SUITES = frozenset({"test_hub.py"})
 
 
 def applies(suite: str, entry: dict[str, Any]) -> bool:
@@ -132,4 +133,6 @@ def applies(suite: str, entry: dict[str, Any]) -> bool:
         return not roles
     if suite in CONTROL_SUITES:
         return "control" in roles
+    if suite in HUB_SUITES:
+        return "hub" in roles
     return True  # test_base: every VM

@@ -1,0 +1,3 @@
+from kallikratis_hub.cli import main
+
+raise SystemExit(main())
