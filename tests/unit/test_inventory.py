@@ -33,7 +33,10 @@ def test_shipped_crete_inventory_loads() -> None:
     assert [m.slug for m in fleet.tenants] == list(SLUGS)
     assert {m.slug: m.display_name for m in fleet.tenants} == GREEK
     assert [m.vm_name for m in fleet.tenants] == [f"crete-{s}" for s in SLUGS]
-    assert [(m.slug, m.central_roles) for m in fleet.central] == [("control", ("control",))]
+    assert [(m.slug, m.central_roles) for m in fleet.central] == [
+        ("control", ("control",)),
+        ("hub", ("hub",)),
+    ]
     assert fleet.get("control").domain == "control.crete.kallikratis.test"
     assert fleet.get("hersonissos").modules == ("portal", "opendata", "education")
     assert fleet.get("minoa-pediada").modules == ("portal", "opendata")
