@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -205,6 +206,11 @@ def test_keys_rotate_replaces_the_automation_key(scratch: Fleet, tmp_path: Path)
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    # the session's key back on the scratch VM (test set-up, not the product): the next test's
+    # `destroy` takes a final backup over SSH with the session's state directory
+    append = f"printf '%s\\n' {shlex.quote(before.strip())} >> ~/.ssh/authorized_keys"
+    rotated.kk("ssh", SCRATCH, "--", append)
+    assert scratch.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
 
 
 def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) -> None:
