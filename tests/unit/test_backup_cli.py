@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kallikratis import backups, journal, model, restore, runlock
+from kallikratis import backups, backupstore, journal, model, restore, runlock
 from kallikratis.cli import main_group
 from kallikratis.commands import backup as backup_cmd
 from kallikratis.commands import common, lifecycle
@@ -51,7 +51,23 @@ class FakeGuest:
             raise GuestError(f"{self.host}: SSH failed: connect to host: No route to host")
         if "test -d" in script:
             return "yes\n"
+        if backupstore.TOOL in script:
+            return self.tool(script)
         return self.replies.get(self.host, "")
+
+    #: what control's kallikratis-backupstore answers: subcommand -> extra JSON fields
+    tool_answers: dict[str, dict[str, object]] = {}
+
+    def tool(self, script: str) -> str:
+        words = script.split()
+        command, slug = words[-2], words[-1]
+        base: dict[str, object] = {
+            "prepare": {"lock": "none", "holders": [], "undestroyed": False},
+            "status": {"repository": True, "check": None, "destroyed": None},
+            "destroyed": {"destroyed": 1764583200},
+            "check": {"time": 1764583200, "passed": True, "scope": "repository+archives"},
+        }[command]
+        return json.dumps({"slug": slug, **base, **self.tool_answers.get(command, {})}) + "\n"
 
     def maintenance(self, on: bool) -> None:
         self.run(f"maintenance {'on' if on else 'off'}")
@@ -70,6 +86,7 @@ def fleet(inv: InventoryCopy, vault_password: Path, state_dir: Path, monkeypatch
     monkeypatch.setenv("KALLIKRATIS_INVENTORY", str(inv.root))
     monkeypatch.setattr(backup_cmd, "Guest", FakeGuest)
     FakeGuest.replies, FakeGuest.down, FakeGuest.asked = {}, set(), []
+    FakeGuest.tool_answers = {}
     fleet = inv.load()
     keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     for m in fleet.tenants:
@@ -382,4 +399,7 @@ def test_no_final_backup_is_asked_for_twice(
     assert "No final backup" in result.output
     assert _domains(engine) == (set() if destroyed else {"crete-hersonissos"})
     assert result.exit_code == (0 if destroyed else 1), result.output
-    assert FakeGuest.asked == []  # no backup was attempted
+    # no backup was attempted; control only records the destroy (the repository is kept)
+    control = str(engine.fleet.get("control").ip)
+    expected = [(control, "destroyed hersonissos")] if destroyed else []
+    assert [(h, " ".join(s.split()[-2:])) for h, s, _ in FakeGuest.asked] == expected

@@ -8,14 +8,16 @@ scripts/system-packages.txt).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kallikratis import backups, model
+from kallikratis import backups, backupstore, model
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import GuestError
 from support import DATA, InventoryCopy
@@ -129,7 +131,7 @@ def test_store_script_reads_the_passphrase_from_stdin_only() -> None:
 class FakeGuest:
     """One VM (or control) as the service sees it: scripts in, stdout out."""
 
-    def __init__(self, reply: str = "", error: str = "") -> None:
+    def __init__(self, reply: str | Callable[[str], str] = "", error: str = "") -> None:
         self.reply = reply
         self.error = error
         self.scripts: list[tuple[str, str | None]] = []
@@ -142,7 +144,19 @@ class FakeGuest:
             self.scripts.append((script, stdin))
         if self.error:
             raise GuestError(self.error)
-        return self.reply
+        return self.reply(script) if callable(self.reply) else self.reply
+
+
+def control_reply(prune: str) -> Callable[[str], str]:
+    """control: the backup store tool's `prepare` (nothing to do), else borg's prune output."""
+
+    def reply(script: str) -> str:
+        if backupstore.TOOL in script:
+            slug = script.split()[-1]
+            return json.dumps({"slug": slug, "lock": "none", "holders": [], "undestroyed": False})
+        return prune
+
+    return reply
 
 
 def _fleet(inv: InventoryCopy) -> model.Fleet:
@@ -156,7 +170,9 @@ def test_one_unreachable_vm_fails_alone(inv: InventoryCopy) -> None:
     guests = {m.slug: FakeGuest(created) for m in fleet.tenants if m.slug != "minoa-pediada"} | {
         "minoa-pediada": FakeGuest(error="10.42.0.11: SSH failed: connect: No route to host")
     }
-    control = FakeGuest("Pruning archive (1/1): hersonissos-2026-11-01T02:00:00  x [ab]\n")
+    control = FakeGuest(
+        control_reply("Pruning archive (1/1): hersonissos-2026-11-01T02:00:00  x [ab]\n")
+    )
     asked: list[str] = []
 
     def passphrase_of(slug: str) -> str:
@@ -184,8 +200,11 @@ def test_one_unreachable_vm_fails_alone(inv: InventoryCopy) -> None:
     # prune ran on control for the two that were backed up, each with its own passphrase
     # on stdin and in no script
     assert sorted(asked) == ["archanes-asterousia", "hersonissos"]
+    prepared = [s for s, _ in control.scripts if backupstore.TOOL in s]
+    assert sorted(s.split()[-1] for s in prepared) == sorted(m.slug for m in fleet.tenants)
     for script, stdin in control.scripts:
-        assert stdin is not None and stdin.startswith(PASSPHRASE)
+        # prepare needs no key; prune gets its passphrase on stdin only
+        assert stdin is None if script in prepared else stdin.startswith(PASSPHRASE)  # type: ignore[union-attr]
         assert PASSPHRASE not in script
     for guest in guests.values():
         assert all(PASSPHRASE not in s and stdin is None for s, stdin in guest.scripts)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import backupmetrics, backups, model, restore, secrets, verify
+from kallikratis import backupmetrics, backups, backupstore, model, restore, secrets, verify
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -23,7 +23,7 @@ from kallikratis.commands.common import (
     pass_ctx,
 )
 from kallikratis.commands.progress import PhaseBoard
-from kallikratis.errors import UsageError
+from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
 from kallikratis.selection import select
@@ -81,6 +81,8 @@ def _print_outcomes(outcomes: list[backups.Outcome]) -> None:
         )
     console.print(table)
     for o in outcomes:
+        for note in o.notes:
+            console.print(f"[yellow]{esc(o.slug)}[/]: {esc(note)}")
         if o.detail:
             console.print(f"[red]{esc(o.slug)}[/]: {esc(o.detail)}")
 
@@ -128,7 +130,8 @@ def backup_cmd(
             def done(o: backups.Outcome) -> None:
                 board(o.slug, "backed up" if o.result == "ok" else "failed")
                 name = o.archive.name if o.archive else ""
-                record.result(o.slug, o.result, (name + " " + o.detail).strip()[:1500], o.seconds)
+                text = " ".join([name, o.detail, *o.notes]).strip()
+                record.result(o.slug, o.result, text[:1500], o.seconds)
 
             outcomes = backups.run(
                 selection, lambda m: Guest(engine.target(m)), store, parallel=parallel, done=done
@@ -150,6 +153,7 @@ def backup_cmd(
                             "pruned": o.pruned,
                             "seconds": round(o.seconds, 1),
                             "detail": o.detail,
+                            "notes": o.notes,
                         }
                         for o in outcomes
                     ]
@@ -162,24 +166,93 @@ def backup_cmd(
             raise backups.BackupError(f"backup failed on: {', '.join(failed)}")
 
 
+def _check_json(c: backupstore.CheckResult | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "time": c.time,
+        "passed": c.passed,
+        "scope": c.scope,
+        "seconds": c.seconds,
+        "detail": c.detail,
+    }
+
+
+def _check_line(c: backupstore.CheckResult | None) -> str:
+    if c is None:
+        return "last check: none yet (the weekly check on control, or `--check`)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(c.time))
+    verdict = "[green]passed[/]" if c.passed else "[red]FAILED[/]"
+    why = f": {esc(c.detail)}" if c.detail else ""
+    return f"last check: {verdict} at {when} ({esc(c.scope)}, {c.seconds:.0f} s){why}"
+
+
 @click.command("backups")
 @click.argument("name")
+@click.option(
+    "--check",
+    "run_check",
+    is_flag=True,
+    help="Check the repository and its archives' metadata now (borg check) and record it.",
+)
 @json_option
 @pass_ctx
-def backups_cmd(ctx: Context, name: str, as_json: bool) -> None:
-    """List a municipality's archives on the control VM (works while its VM is down).
+def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None:
+    """List a municipality's archives on the control VM and its last check's result (works
+    while its VM is down or destroyed).
 
     \b
-    Example:
+    --check runs `borg check` now (repository and archives' metadata, with the key from the
+    vault; journaled, and locked like a backup); the weekly check on control covers the
+    repository only. A failed check exits 5.
+
+    \b
+    Examples:
       kallikratis backups hersonissos
+      kallikratis backups hersonissos --check --json
     """
     m = ctx.fleet.get(name)
     backups.tenants_only([m])
-    archives = _store(ctx).archives(m.slug)
+    store = _store(ctx)
+    checked: backupstore.CheckResult | None = None
+    if run_check:
+        with audited(ctx, "backup-check", [m.slug]) as record:
+            checked = store.check(m.slug)
+            record.result(
+                m.slug, "ok" if checked.passed else "failed", checked.detail[:1500], checked.seconds
+            )
+    archives = store.archives(m.slug)
+    try:
+        state = store.status(m.slug)
+    except KallikratisError as exc:  # e.g. a control not deployed since the tool came
+        console_err.print(f"[yellow]warning:[/] no check result from control: {esc(exc.message)}")
+        state = backupstore.StoreStatus(repository=bool(archives), check=None, destroyed=None)
+    last = checked or state.check
     if as_json:
-        emit_json({"slug": m.slug, "archives": [_archive_json(a) for a in archives]})
-        return
-    table = Table(title=f"archives of {esc(m.slug)}", title_justify="left")
+        emit_json(
+            {
+                "slug": m.slug,
+                "archives": [_archive_json(a) for a in archives],
+                "last_check": _check_json(last),
+                "destroyed": state.destroyed,
+            }
+        )
+    else:
+        _print_archives(m.slug, archives)
+        console.print(_check_line(last))
+        if state.destroyed is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.destroyed))
+            console.print(
+                f"its VM was destroyed at {when}: the repository is kept for "
+                f"backup_retention_after_destroy ({ctx.fleet.backup_retention_after_destroy} "
+                "days) from then"
+            )
+    if checked is not None and not checked.passed:
+        raise backups.BackupError(f"the check of {m.slug}'s repository failed: {checked.detail}")
+
+
+def _print_archives(slug: str, archives: list[backups.Archive]) -> None:
+    table = Table(title=f"archives of {esc(slug)}", title_justify="left")
     for col in ("archive", "started", "size", "deduplicated", "files"):
         table.add_column(col)
     for a in archives:
@@ -192,7 +265,7 @@ def backups_cmd(ctx: Context, name: str, as_json: bool) -> None:
         )
     console.print(table)
     if not archives:
-        console.print(f"no archive yet: `kallikratis backup {esc(m.slug)}` makes one")
+        console.print(f"no archive yet: `kallikratis backup {esc(slug)}` makes one")
 
 
 def _verify_fn(ctx: Context) -> restore.VerifyFn:
@@ -320,6 +393,28 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
             "NAME`) and try again, or destroy without one: --no-final-backup"
         )
     return {o.slug: o.archive.name for o in outcomes if o.archive is not None}
+
+
+def record_destroyed(ctx: Context, slugs: list[str]) -> None:
+    """After `destroy`: control records when each municipality's VM went, and removes its
+    repository backup_retention_after_destroy days later (its daily timer). Best effort: a
+    warning when control cannot be told (the repository is then kept until it is)."""
+    fleet = ctx.fleet
+    tenants = [m.slug for m in fleet.tenants if m.slug in slugs]
+    if not tenants or fleet.control is None:
+        return
+    try:
+        backupstore.destroyed(Guest(ctx.engine.target(fleet.control)), tenants)
+    except KallikratisError as exc:
+        console_err.print(
+            f"[yellow]warning:[/] control did not record the destroy of {', '.join(tenants)} "
+            f"(their repositories are kept until it does): {esc(exc.message)}"
+        )
+        return
+    console_err.print(
+        f"repositories of {', '.join(tenants)} kept on control for "
+        f"{fleet.backup_retention_after_destroy} days (backup_retention_after_destroy)"
+    )
 
 
 COMMANDS = (backup_cmd, backups_cmd, restore_cmd)
