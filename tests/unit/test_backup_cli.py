@@ -59,8 +59,9 @@ class FakeGuest:
     tool_answers: dict[str, dict[str, object]] = {}
 
     def tool(self, script: str) -> str:
-        words = script.split()
-        command, slug = words[-2], words[-1]
+        [line] = [ln for ln in script.splitlines() if ln.startswith(backupstore.TOOL)]
+        words = line.split(" || ")[0].split()  # TOOL --store DIR --user USER COMMAND ... SLUG
+        command, slug = words[5], words[-1]
         base: dict[str, object] = {
             "prepare": {"lock": "none", "holders": [], "undestroyed": False},
             "status": {"repository": True, "check": None, "destroyed": None},
@@ -195,6 +196,63 @@ def test_backups_lists_archives_read_on_control(fleet: model.Fleet) -> None:
         "hersonissos-2026-12-01T10:13:18",
     ]
     assert {h for h, _, _ in FakeGuest.asked} == {str(control.ip)}
+
+
+def test_backups_shows_the_last_checks_result_and_the_destroy(fleet: model.Fleet) -> None:
+    control = fleet.get("control")
+    FakeGuest.replies = {str(control.ip): INFO}
+    check = {"time": 1764475200, "passed": False, "scope": "repository", "seconds": 3.0}
+    FakeGuest.tool_answers = {
+        "status": {
+            "check": check | {"detail": "exit 1: segment 7 damaged"},
+            "destroyed": 1764561600,
+        }
+    }
+    result = _invoke("backups", "hersonissos")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "last check: FAILED at 2025-11-30 04:00:00 UTC (repository, 3 s): exit 1: segment 7" in text
+    )
+    assert "destroyed at 2025-12-01 04:00 UTC" in text and "(90 days)" in text
+    data = json.loads(_invoke("backups", "hersonissos", "--json").output)
+    assert data["last_check"]["passed"] is False and data["destroyed"] == 1764561600
+
+
+def test_backups_check_runs_now_with_the_key_on_stdin_and_is_journaled(
+    fleet: model.Fleet, state_dir: Path
+) -> None:
+    control = fleet.get("control")
+    FakeGuest.replies = {str(control.ip): INFO}
+    result = _invoke("backups", "hersonissos", "--check", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["last_check"]["scope"] == "repository+archives"
+    [(script, stdin)] = [(sc, si) for _h, sc, si in FakeGuest.asked if "check --with-key" in sc]
+    [passphrase] = [p for p in _passphrases(fleet, state_dir) if stdin == p + "\n"]
+    assert passphrase not in script and "check --with-key hersonissos ||" in script
+    [run] = _journal(state_dir)
+    assert run.command == "backup-check" and [r.result for r in run.results] == ["ok"]
+
+    FakeGuest.tool_answers = {"check": {"passed": False, "detail": "exit 1: index mismatch"}}
+    failed = _invoke("backups", "hersonissos", "--check")
+    assert isinstance(failed.exception, backups.BackupError), failed.output
+    assert failed.exception.exit_code == 5 and "index mismatch" in failed.exception.message
+    assert [r.result for r in _journal(state_dir)[0].results] == ["failed"]  # newest first
+
+
+def test_backup_says_it_broke_a_stale_lock(fleet: model.Fleet, state_dir: Path) -> None:
+    herso = fleet.get("hersonissos")
+    FakeGuest.replies = {str(herso.ip): CREATED}
+    FakeGuest.tool_answers = {"prepare": {"lock": "broken", "holders": ["old@1 pid 4242"]}}
+    result = _invoke("backup", "hersonissos", "--json")
+    assert result.exit_code == 0, result.output
+    [o] = json.loads(result.output[result.output.index("{") :])["municipalities"]
+    assert o["result"] == "ok"
+    assert o["notes"] == [
+        "a stale lock in the repository (old@1 pid 4242, no such borg process) was broken"
+    ]
+    [run] = _journal(state_dir)
+    assert "stale lock in the repository (old@1 pid 4242" in run.results[0].detail
 
 
 def test_restore_of_another_municipalitys_archive_exits_2_before_anything(

@@ -224,6 +224,56 @@ def test_a_failed_prune_fails_the_municipality_but_names_the_archive(inv: Invent
     assert "hersonissos-2026-12-01T10:13:18 made, but pruning on control failed" in o.detail
 
 
+def test_a_full_backup_volume_is_named_as_such(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    said = (
+        "exit 1: Remote: OSError: [Errno 28] No space left on device\n"
+        "summary: /etc/borgmatic/config.yaml: An error occurred"
+    )
+    vm = FakeGuest(error=f"10.42.0.10: {said}")
+    control = FakeGuest(control_reply(""))
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(control, lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "failed" and o.archive is None
+    assert o.detail.startswith("backup: control's backup volume is full: no archive was made")
+    assert "No space left on device" in o.detail
+    assert backups.explain("exit 2: connection closed") == "exit 2: connection closed"
+
+
+def test_a_control_without_the_store_tool_only_costs_a_note(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    vm = FakeGuest((BORG_DATA / "borgmatic-create.json").read_text())
+
+    def old_control(script: str) -> str:
+        if backupstore.TOOL in script:
+            raise GuestError(f"10.42.0.5: exit 3: {backupstore.MISSING}")
+        return ""
+
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(RaisingGuest(old_control), lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "ok"
+    assert o.notes == [
+        "the repository's lock was not checked on control: "
+        f"10.42.0.5: exit 3: {backupstore.MISSING}"
+    ]
+
+
+class RaisingGuest:
+    def __init__(self, answer: Callable[[str], str]) -> None:
+        self.answer = answer
+
+    def run(
+        self, script: str, timeout: float = 300.0, check: bool = True, stdin: str | None = None
+    ) -> str:
+        return self.answer(script)
+
+
 def test_central_vms_are_not_backed_up(inv: InventoryCopy) -> None:
     fleet = _fleet(inv)
     with pytest.raises(KallikratisError) as err:
