@@ -429,6 +429,11 @@ def test_destroy_takes_a_final_backup_first_and_names_it(
     details = [r.detail for r in run.results]
     [detail] = details
     assert detail.startswith("final backup hersonissos-2026-12-01T10:13:18;")
+    # control records the destroy (its repository goes after backup_retention_after_destroy)
+    control = str(engine.fleet.get("control").ip)
+    recorded = [sc for h, sc, _ in FakeGuest.asked if h == control and " destroyed " in sc]
+    assert len(recorded) == 1 and recorded[0].rstrip().endswith("destroyed hersonissos")
+    assert "kept on control for 90 days" in result.output
 
 
 def test_without_a_final_backup_nothing_is_destroyed(
