@@ -52,7 +52,8 @@ class Store:
         self.state = root / "state"
         self.textfile = root / "textfile"
         self.src = root / "src"
-        for d in (self.dir, self.src):
+        self.home = root / "borg-home"  # borg's config and cache, off the (maybe full) volume
+        for d in (self.dir, self.src, self.home):
             d.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -62,7 +63,7 @@ class Store:
     def env(self) -> dict[str, str]:
         return {
             "PATH": os.environ["PATH"],
-            "HOME": str(self.dir),
+            "HOME": str(self.home),
             "BORG_PASSPHRASE_FD": "0",
             "BORG_RELOCATED_REPO_ACCESS_IS_OK": "yes",
         }
@@ -287,6 +288,120 @@ def test_a_create_killed_with_sigkill_then_the_next_backup_succeeds(tmp_path: Pa
     assert len(names) == 2
 
 
+# --------------------------------------------------------------------------- through borg serve
+
+#: what sshd runs for a municipality's key on control (roles/backupstore's authorized_keys):
+#: the client's own command line is ignored
+FORCED = """#!/bin/sh
+cd "$KK_STORE" && exec borg serve --append-only --restrict-to-repository "$KK_STORE/{slug}"
+"""
+
+
+class Vm:
+    """A municipality's borg client reaching control's forced `borg serve --append-only`
+    (BORG_RSH stands in for ssh; the repository URL is the one roles/backup writes)."""
+
+    def __init__(self, root: Path, store: Store) -> None:
+        self.store = store
+        self.home = root / "vm-home"
+        self.home.mkdir()
+        self.rsh = root / "fake-ssh"
+        self.rsh.write_text(FORCED.format(slug=SLUG))
+        self.rsh.chmod(0o755)
+        self.url = f"ssh://borg@control/./{SLUG}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.home),
+            "BORG_RSH": str(self.rsh),
+            "KK_STORE": str(self.store.dir),
+            "BORG_PASSPHRASE": PASSPHRASE,
+        }
+
+    def borg(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [BORG or "borg", *args], env=self.env(), capture_output=True, text=True, timeout=300
+        )
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done
+
+    def create(self, name: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        src = str(self.store.src)
+        return self.borg("create", "--compression", "none", f"{self.url}::{name}", src, check=check)
+
+    def start_create(self, name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [BORG or "borg", "create", "--compression", "none", f"{self.url}::{name}"]
+            + [str(self.store.src)],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def _serve_pid(repo: Path, deadline: float) -> int:
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in argv and os.fsencode(str(repo)) in argv:
+                return int(proc.name)
+        time.sleep(0.05)
+    raise AssertionError("no borg serve started")
+
+
+def _midway(s: Store, proc: subprocess.Popen[bytes]) -> None:
+    data = s.repo / "data"
+    before = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        written = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+        if written > before + 16 * 1024 * 1024:
+            return
+        time.sleep(0.05)
+    raise AssertionError("borg create finished (or stalled) before it could be killed")
+
+
+@pytest.mark.parametrize("killed", ["the VM's borgmatic", "control's borg serve"])
+def test_a_backup_killed_through_borg_serve_then_the_next_succeeds(
+    tmp_path: Path, killed: str
+) -> None:
+    s = Store(tmp_path)
+    vm = Vm(tmp_path, s)
+    vm.borg("init", "--encryption", "repokey-blake2", vm.url)
+    (s.src / "a.txt").write_text("first\n")
+    vm.create(f"{SLUG}-2026-11-01T02:00:00")
+    _write_random(s.src / "big.bin", 96)
+    client = vm.start_create(f"{SLUG}-2026-11-02T02:00:00")
+    try:
+        serve = _serve_pid(s.repo, time.monotonic() + 30)
+        _midway(s, client)
+        os.kill(client.pid if killed == "the VM's borgmatic" else serve, signal.SIGKILL)
+        client.wait(timeout=60)
+    finally:
+        client.kill()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{serve}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # a serve whose client died sees EOF and ends, releasing the lock
+
+    code, [prepared], err = s.tool("prepare", SLUG)
+    assert code == 0, err
+    # the client's death lets serve release the lock; serve's own death leaves it behind
+    assert prepared["lock"] == ("none" if killed == "the VM's borgmatic" else "broken")
+    vm.create(f"{SLUG}-2026-11-03T02:00:00")
+    s.borg("check", str(s.repo))
+    assert s.archives() == [f"{SLUG}-2026-11-01T02:00:00", f"{SLUG}-2026-11-03T02:00:00"]
+    code, [checked], _ = s.tool("check", SLUG)
+    assert code == 0 and checked["passed"] is True
+
+
 # --------------------------------------------------------------------------- a full volume
 
 
@@ -311,13 +426,14 @@ def test_a_full_volume_leaves_no_partial_archive_and_the_next_run_succeeds(
     tmp_path: Path, tiny_volume: Path
 ) -> None:
     s = Store(tmp_path, store=tiny_volume)
-    s.init()
+    vm = Vm(tmp_path, s)  # through control's `borg serve --append-only`, as in production
+    vm.borg("init", "--encryption", "repokey-blake2", vm.url)
     (s.src / "a.txt").write_text("first\n")
-    s.create(f"{SLUG}-2026-11-01T02:00:00")
+    vm.create(f"{SLUG}-2026-11-01T02:00:00")
     filler = tiny_volume / "filler"
     _write_random(filler, shutil.disk_usage(tiny_volume).free // (1024 * 1024) - 4)
     _write_random(s.src / "big.bin", 10)  # incompressible: more than the 4 MiB left
-    full = s.create(f"{SLUG}-2026-11-02T02:00:00", "--compression", "none", check=False)
+    full = vm.create(f"{SLUG}-2026-11-02T02:00:00", check=False)
     assert full.returncode != 0
     explained = backups.explain(full.stderr)
     assert explained.startswith("control's backup volume is full: no archive was made"), full.stderr
@@ -326,7 +442,8 @@ def test_a_full_volume_leaves_no_partial_archive_and_the_next_run_succeeds(
     filler.unlink()  # space freed
     code, [prepared], err = s.tool("prepare", SLUG)
     assert code == 0, err
-    s.create(f"{SLUG}-2026-11-03T02:00:00", "--compression", "none")
+    assert prepared["lock"] == "none"  # serve rolled back and let go
+    vm.create(f"{SLUG}-2026-11-03T02:00:00")
     s.borg("check", str(s.repo))
     assert s.archives() == [f"{SLUG}-2026-11-01T02:00:00", f"{SLUG}-2026-11-03T02:00:00"]
 
