@@ -178,6 +178,20 @@ BAD: dict[str, Bad] = {
         "all",
         "backup_retention_after_destroy",
     ),
+    "retention-for-one-municipality": Bad(
+        lambda i: i.set_host("hersonissos", backup_retention_after_destroy=30),
+        HOSTS,
+        "hersonissos",
+        "backup_retention_after_destroy",
+        "fleet-wide setting",
+    ),
+    "retention-in-a-host-vars-file": Bad(
+        lambda i: i.set_host_var_file("hersonissos", backup_retention_after_destroy=30),
+        HERSO_VARS,
+        "hersonissos",
+        "backup_retention_after_destroy",
+        "group_vars/all",
+    ),
     "remote-not-a-string": Bad(
         lambda i: i.set_fleet(backup_remote=["ssh://x.example.org/a"]),
         FLEET,
