@@ -71,7 +71,7 @@ class Prepared:
         elif self.lock == "held":
             out.append(f"the repository is locked by a running borg process on control ({who})")
         if self.undestroyed:
-            out.append("its destroy record on control was cleared (it is backed up again)")
+            out.append("its destroy record on control was cleared (its repository is in use again)")
         return out
 
 

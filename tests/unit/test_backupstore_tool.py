@@ -488,7 +488,7 @@ def test_a_backup_after_destroy_clears_the_record(tmp_path: Path) -> None:
     s.init()
     s.tool("destroyed", SLUG)
     _, [status], _ = s.tool("status", SLUG)
-    assert isinstance(status["destroyed"], float)
+    assert isinstance(status["destroyed"], int)
     _, [prepared], _ = s.tool("prepare", SLUG)
     assert prepared["undestroyed"] is True
     _, [status], _ = s.tool("status", SLUG)

@@ -318,7 +318,9 @@ def restore_cmd(
             abort=True,
         )
     engine = ctx.engine
+    store = _store(ctx)
     with audited(ctx, "restore", [m.slug]) as record:
+        _prepare_for_restore(store, m.slug)
         with PhaseBoard([m.slug], f"restore {archive.name}") as board:
             outcome = restore.restore(
                 m,
@@ -352,6 +354,17 @@ def restore_cmd(
             )
         if outcome.result != "restored":
             raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+
+
+def _prepare_for_restore(store: backups.Store, slug: str) -> None:
+    """Under the run lock: a stale repository lock broken, a destroy record cleared (the
+    municipality lives again); best effort, the notes printed."""
+    try:
+        notes = store.prepare(slug).notes()
+    except KallikratisError as exc:
+        notes = [f"the repository's lock was not checked on control: {exc.message}"]
+    for note in notes:
+        console_err.print(f"[yellow]{esc(slug)}[/]: {esc(note)}")
 
 
 def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str, str]:
