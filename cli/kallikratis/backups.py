@@ -229,9 +229,14 @@ class Store:
         out = self.run(slug, [info], [True])
         return parse_archives(out)
 
-    def prune(self, slug: str, keep: Mapping[str, int]) -> list[str]:
+    def prune(self, slug: str, keep: Mapping[str, int]) -> tuple[list[str], bool]:
+        """Prune and compact after a good archive; the municipality's destroy record (if
+        any) is cleared in the same session. (pruned archives, whether a record was cleared)"""
         commands, keyed = prune_commands(slug, keep)
-        return parse_pruned(self.run(slug, commands, keyed))
+        stdin = self.passphrase_of(slug) + "\n"
+        script = store_script(commands, keyed=keyed) + backupstore.alive_line(slug)
+        out = self.guest.run(script, STORE_TIMEOUT, stdin=stdin)
+        return parse_pruned(out), backupstore.undestroyed(out, slug)
 
     def check(self, slug: str) -> backupstore.CheckResult:
         """Check *slug*'s repository and its archives' metadata now (recorded on control)."""
@@ -282,7 +287,9 @@ def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
         o.seconds = time.monotonic() - start
         return o
     try:
-        o.pruned = store.prune(m.slug, m.backup_keep)
+        o.pruned, undestroyed = store.prune(m.slug, m.backup_keep)
+        if undestroyed:
+            o.notes.append(backupstore.UNDESTROYED_NOTE)
         o.result = "ok"
     except KallikratisError as exc:
         o.detail = f"archive {o.archive.name} made, but pruning on control failed: {exc.message}"

@@ -6,8 +6,9 @@ only; ``roles/backupstore/files/usr/local/sbin``) and two systemd timers that ru
 (repositories of municipalities destroyed more than ``backup_retention_after_destroy`` days
 ago). The controller runs the same tool over SSH: ``check --with-key`` for ``kallikratis
 backups NAME --check`` (the passphrase on standard input: the archives' metadata too),
-``status`` for ``kallikratis backups``, ``prepare`` before each backup (break a stale
-repository lock, clear a destroy record) and ``destroyed`` after ``destroy``.
+``status`` for ``kallikratis backups``, ``prepare`` before each backup and restore (break a
+stale repository lock), ``destroyed`` after ``destroy`` and ``alive`` after a good backup or
+restore (the destroy record cleared: the municipality was onboarded again).
 
 This module builds those command lines and reads the tool's JSON; it never prints.
 """
@@ -58,7 +59,6 @@ class Prepared:
 
     lock: str  # "none", "held" (a live borg process), "broken" (was stale), "stale" (not broken)
     holders: tuple[str, ...] = ()
-    undestroyed: bool = False
     detail: str = ""
 
     def notes(self) -> list[str]:
@@ -70,8 +70,6 @@ class Prepared:
             out.append(f"a stale lock in the repository ({who}) could not be broken: {self.detail}")
         elif self.lock == "held":
             out.append(f"the repository is locked by a running borg process on control ({who})")
-        if self.undestroyed:
-            out.append("its destroy record on control was cleared (its repository is in use again)")
         return out
 
 
@@ -149,9 +147,30 @@ def prepare(guest: Guest, slug: str) -> Prepared:
     return Prepared(
         lock=str(data.get("lock", "none")),
         holders=tuple(str(h) for h in data.get("holders") or ()),
-        undestroyed=data.get("undestroyed") is True,
         detail=str(data.get("detail", "")),
     )
+
+
+UNDESTROYED_NOTE = "its destroy record on control was cleared (the municipality lives again)"
+
+
+def alive_line(slug: str) -> str:
+    """A shell line clearing *slug*'s destroy record, skipped on a control without the tool."""
+    return f"if [ -x {TOOL} ]; then {shlex.join([TOOL, 'alive', slug])}; fi\n"
+
+
+def undestroyed(text: str, slug: str) -> bool:
+    """Whether *text* (any output with the tool's lines in it) says a record was cleared."""
+    for line in text.splitlines():
+        if line.startswith("{") and '"undestroyed"' in line:
+            data = parse(line)[0]
+            if data.get("slug") == slug and data.get("undestroyed") is True:
+                return True
+    return False
+
+
+def alive(guest: Guest, slug: str) -> bool:
+    return undestroyed(guest.run(alive_line(slug)), slug)
 
 
 def destroyed(guest: Guest, slugs: list[str]) -> dict[str, int]:

@@ -9,7 +9,16 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, backup, lifecycle, patch, report, snapshots, stack
+from kallikratis.commands import (
+    audit,
+    backup,
+    lifecycle,
+    patch,
+    report,
+    restore,
+    snapshots,
+    stack,
+)
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands import keys as keys_cmd
 from kallikratis.commands.common import Context, console_err
@@ -73,6 +82,7 @@ for command in (
     *snapshots.COMMANDS,
     *report.COMMANDS,
     *backup.COMMANDS,
+    *restore.COMMANDS,
 ):
     main_group.add_command(command)
 

@@ -51,7 +51,7 @@ class FakeGuest:
             raise GuestError(f"{self.host}: SSH failed: connect to host: No route to host")
         if "test -d" in script:
             return "yes\n"
-        if backupstore.TOOL in script:
+        if any(line.startswith(backupstore.TOOL) for line in script.splitlines()):
             return self.tool(script)
         return self.replies.get(self.host, "")
 
@@ -63,7 +63,7 @@ class FakeGuest:
         words = line.split(" || ")[0].split()  # TOOL --store DIR --user USER COMMAND ... SLUG
         command, slug = words[5], words[-1]
         base: dict[str, object] = {
-            "prepare": {"lock": "none", "holders": [], "undestroyed": False},
+            "prepare": {"lock": "none", "holders": []},
             "status": {"repository": True, "check": None, "destroyed": None},
             "destroyed": {"destroyed": 1764583200},
             "check": {"time": 1764583200, "passed": True, "scope": "repository+archives"},

@@ -151,9 +151,9 @@ def control_reply(prune: str) -> Callable[[str], str]:
     """control: the backup store tool's `prepare` (nothing to do), else borg's prune output."""
 
     def reply(script: str) -> str:
-        if backupstore.TOOL in script:
+        if " prepare " in script:
             slug = script.split()[-1]
-            return json.dumps({"slug": slug, "lock": "none", "holders": [], "undestroyed": False})
+            return json.dumps({"slug": slug, "lock": "none", "holders": []})
         return prune
 
     return reply
@@ -200,7 +200,7 @@ def test_one_unreachable_vm_fails_alone(inv: InventoryCopy) -> None:
     # prune ran on control for the two that were backed up, each with its own passphrase
     # on stdin and in no script
     assert sorted(asked) == ["archanes-asterousia", "hersonissos"]
-    prepared = [s for s, _ in control.scripts if backupstore.TOOL in s]
+    prepared = [s for s, _ in control.scripts if " prepare " in s]
     assert sorted(s.split()[-1] for s in prepared) == sorted(m.slug for m in fleet.tenants)
     for script, stdin in control.scripts:
         # prepare needs no key; prune gets its passphrase on stdin only
@@ -222,6 +222,22 @@ def test_a_failed_prune_fails_the_municipality_but_names_the_archive(inv: Invent
     )
     assert o.result == "failed"
     assert "hersonissos-2026-12-01T10:13:18 made, but pruning on control failed" in o.detail
+
+
+def test_a_good_backup_clears_a_destroy_record_in_the_prune_session(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    vm = FakeGuest((BORG_DATA / "borgmatic-create.json").read_text())
+    cleared = json.dumps({"slug": "hersonissos", "undestroyed": True})
+    control = FakeGuest(control_reply(f"Keeping archive: x\n{cleared}\n"))
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(control, lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "ok" and o.notes == [backupstore.UNDESTROYED_NOTE]
+    [prune] = [sc for sc, stdin in control.scripts if stdin is not None]
+    assert prune.endswith(backupstore.alive_line("hersonissos"))
+    assert prune.index("borg --lock-wait 300 prune") < prune.index(" alive hersonissos")
 
 
 def test_a_full_backup_volume_is_named_as_such(inv: InventoryCopy) -> None:
@@ -248,7 +264,7 @@ def test_a_control_without_the_store_tool_only_costs_a_note(inv: InventoryCopy) 
     vm = FakeGuest((BORG_DATA / "borgmatic-create.json").read_text())
 
     def old_control(script: str) -> str:
-        if backupstore.TOOL in script:
+        if " prepare " in script:
             raise GuestError(f"10.42.0.5: exit 3: {backupstore.MISSING}")
         return ""
 

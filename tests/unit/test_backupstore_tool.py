@@ -205,9 +205,7 @@ def test_a_stale_lock_from_another_host_is_broken_before_the_next_backup(tmp_pat
 
     code, [result], err = s.tool("prepare", SLUG)
     assert code == 0, err
-    prepared = backupstore.Prepared(
-        lock=result["lock"], holders=tuple(result["holders"]), undestroyed=result["undestroyed"]
-    )
+    prepared = backupstore.Prepared(lock=result["lock"], holders=tuple(result["holders"]))
     assert prepared.lock == "broken"
     assert prepared.notes() == [
         "a stale lock in the repository (old-control.example@123456789 pid 4242, no such borg "
@@ -483,16 +481,33 @@ def test_a_destroyed_municipalitys_repository_goes_only_after_the_retention(
     assert tool.expire(store, 30, destroyed_at + 60 * 86400) == []  # nothing left to do
 
 
-def test_a_backup_after_destroy_clears_the_record(tmp_path: Path) -> None:
+def test_a_good_backup_after_destroy_clears_the_record_a_failed_one_does_not(
+    tmp_path: Path,
+) -> None:
     s = Store(tmp_path)
     s.init()
     s.tool("destroyed", SLUG)
     _, [status], _ = s.tool("status", SLUG)
     assert isinstance(status["destroyed"], int)
-    _, [prepared], _ = s.tool("prepare", SLUG)
-    assert prepared["undestroyed"] is True
+    _, [prepared], _ = s.tool("prepare", SLUG)  # before the backup: the record stays
+    _, [status], _ = s.tool("status", SLUG)
+    assert "undestroyed" not in prepared and isinstance(status["destroyed"], int)
+    # after a good archive, Store.prune's script on control runs `alive`
+    assert backupstore.alive_line(SLUG) == (
+        f"if [ -x {backupstore.TOOL} ]; then {backupstore.TOOL} alive {SLUG}; fi\n"
+    )
+    done = subprocess.run(
+        ["python3", str(TOOL), "--store", str(s.dir), "--state", str(s.state), "alive", SLUG],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert backupstore.undestroyed("Pruning archive ...\n" + done.stdout, SLUG) is True
     _, [status], _ = s.tool("status", SLUG)
     assert status["destroyed"] is None
+    _, [again], _ = s.tool("alive", SLUG)
+    assert again == {"slug": SLUG, "undestroyed": False}
     code, out, _ = s.tool("expire", "--days", "1")
     assert code == 0 and out == []
     assert (s.repo / "config").is_file()

@@ -1,15 +1,14 @@
-"""`kallikratis backup`, `backups`, `restore`: borgmatic archives on the control VM."""
+"""`kallikratis backup`, `backups` (and destroy's final backup): borgmatic archives on control."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import click
 from rich.table import Table
 
-from kallikratis import backupmetrics, backups, backupstore, model, restore, secrets, verify
+from kallikratis import backupmetrics, backups, backupstore, secrets
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -39,7 +38,7 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _store(ctx: Context) -> backups.Store:
+def store_of(ctx: Context) -> backups.Store:
     """control's backup store; the passphrases come from the vault, one at a time."""
     control = backups.require_control(ctx.fleet)
     engine = ctx.engine
@@ -119,7 +118,7 @@ def backup_cmd(
         raise UsageError("give NAMES or --all, not both")
     chosen = ctx.fleet.tenants if all_ else select(ctx.fleet, names, False, required=True)
     selection = backups.tenants_only(chosen)
-    store = _store(ctx)
+    store = store_of(ctx)
     engine = ctx.engine
     slugs = [m.slug for m in selection]
     with audited(ctx, "backup", slugs) as record:
@@ -213,7 +212,7 @@ def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None
     """
     m = ctx.fleet.get(name)
     backups.tenants_only([m])
-    store = _store(ctx)
+    store = store_of(ctx)
     checked: backupstore.CheckResult | None = None
     if run_check:
         with audited(ctx, "backup-check", [m.slug]) as record:
@@ -268,105 +267,6 @@ def _print_archives(slug: str, archives: list[backups.Archive]) -> None:
         console.print(f"no archive yet: `kallikratis backup {esc(slug)}` makes one")
 
 
-def _verify_fn(ctx: Context) -> restore.VerifyFn:
-    def check(members: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
-        engine = ctx.engine
-        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=True)
-        out = {}
-        for m in members:
-            mine = [c for c in checks if c.slug in (m.slug, "*")]
-            bad = [c for c in mine if not c.passed]
-            why = "; ".join(f"{c.name}: {c.message[:200]}" for c in bad[:3])
-            out[m.slug] = (bool(mine) and not bad, why or ("no checks ran" if not mine else ""))
-        return out
-
-    return check
-
-
-@click.command("restore")
-@click.argument("name")
-@click.option("--archive", "archive_name", metavar="ARCHIVE", help="Default: the newest.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
-@json_option
-@pass_ctx
-def restore_cmd(
-    ctx: Context, name: str, archive_name: str | None, yes: bool, as_json: bool
-) -> None:
-    """Restore a municipality's files and databases from one of its archives.
-
-    \b
-    Maintenance mode on, a snapshot of the VM, files extracted and databases restored,
-    verify, maintenance mode off. On any failure the VM is reverted to the snapshot (exit 5).
-    Another municipality's archive is refused (exit 2).
-
-    \b
-    Examples:
-      kallikratis backups hersonissos
-      kallikratis restore hersonissos --archive hersonissos-2026-12-01T02:00:04
-    """
-    backups.tenants_only([ctx.declared.get(name)])
-    if archive_name is not None:
-        restore.check_owner(name, archive_name)  # before anything is asked of libvirt or control
-    m = ctx.fleet.get(name)
-    archive = restore.choose(m.slug, _store(ctx).archives(m.slug), archive_name)
-    if not yes:
-        if not os.isatty(0):
-            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
-        click.confirm(
-            f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
-            "databases are replaced; the VM is in maintenance mode meanwhile.",
-            abort=True,
-        )
-    engine = ctx.engine
-    store = _store(ctx)
-    with audited(ctx, "restore", [m.slug]) as record:
-        _prepare_for_restore(store, m.slug)
-        with PhaseBoard([m.slug], f"restore {archive.name}") as board:
-            outcome = restore.restore(
-                m,
-                archive,
-                engine.backend(m.hypervisor),
-                Guest(engine.target(m)),
-                _verify_fn(ctx),
-                record.id,
-                lambda phase: board(m.slug, phase),
-            )
-            board(m.slug, outcome.result)
-        record.result(m.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
-        if as_json:
-            emit_json(
-                {
-                    "slug": m.slug,
-                    "archive": archive.name,
-                    "result": outcome.result,
-                    "snapshot": outcome.snapshot,
-                    "reverted": outcome.reverted,
-                    "seconds": round(outcome.seconds, 1),
-                    "detail": outcome.detail,
-                }
-            )
-        else:
-            colour = "green" if outcome.result == "restored" else "red"
-            console.print(
-                f"[{colour}]{esc(m.slug)}: {esc(outcome.result)}[/] from {esc(archive.name)} "
-                f"in {outcome.seconds:.0f} s"
-                + (f": {esc(outcome.detail)}" if outcome.detail else "")
-            )
-        if outcome.result != "restored":
-            raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
-
-
-def _prepare_for_restore(store: backups.Store, slug: str) -> None:
-    """Under the run lock: a stale repository lock broken, a destroy record cleared (the
-    municipality lives again); best effort, the notes printed."""
-    try:
-        notes = store.prepare(slug).notes()
-    except KallikratisError as exc:
-        notes = [f"the repository's lock was not checked on control: {exc.message}"]
-    for note in notes:
-        console_err.print(f"[yellow]{esc(slug)}[/]: {esc(note)}")
-
-
 def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str, str]:
     """Before `destroy`: one last archive of every municipality among *slugs* whose VM
     exists, named in the output and the journal. BackupError (exit 5, nothing destroyed)
@@ -392,7 +292,7 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
             running.append(m)
         else:
             failed.append(backups.Outcome(m.slug, detail=f"the VM is {dom.state}"))
-    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), _store(ctx))
+    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), store_of(ctx))
     for o in outcomes:
         name = o.archive.name if o.archive else ""
         record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
@@ -430,4 +330,4 @@ def record_destroyed(ctx: Context, slugs: list[str]) -> None:
     )
 
 
-COMMANDS = (backup_cmd, backups_cmd, restore_cmd)
+COMMANDS = (backup_cmd, backups_cmd)
