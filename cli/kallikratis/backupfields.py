@@ -1,5 +1,6 @@
-"""Inventory fields of the backups: retention (``backup_keep``) and the off-site copy
-(``backup_remote``).
+"""Inventory fields of the backups: retention (``backup_keep``), the off-site copy
+(``backup_remote``) and how long a destroyed municipality's repository is kept
+(``backup_retention_after_destroy``, fleet-wide).
 
 Pure parsing like :mod:`kallikratis.opsfields`: each function takes the raw value and returns
 the model value plus a list of (field, message) problems; :mod:`kallikratis.inventory` adds
@@ -69,4 +70,18 @@ def backup_remote(value: Any) -> tuple[str, Problems]:
         return "", [("backup_remote", f"port must be 1-65535, got {port}")]
     if "/../" in match.group("path") + "/" or match.group("path").endswith("/.."):
         return "", [("backup_remote", f"path must not climb with '..', got {value!r}")]
+    return value, []
+
+
+#: days a destroyed municipality's repository is kept on control (``destroy`` keeps it)
+DEFAULT_RETENTION_AFTER_DESTROY = 90
+
+
+def backup_retention_after_destroy(value: Any) -> tuple[int, Problems]:
+    """Fleet-wide: days after ``destroy`` before control removes the repository."""
+    if value is None:
+        return DEFAULT_RETENTION_AFTER_DESTROY, []
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 36500:
+        why = f"must be a number of days from 1 to 36500, got {value!r}"
+        return DEFAULT_RETENTION_AFTER_DESTROY, [("backup_retention_after_destroy", why)]
     return value, []

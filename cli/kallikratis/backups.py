@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kallikratis import model
+from kallikratis import backupstore, model
 from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest, GuestError
 from kallikratis.stackvars import BACKUP_STORE_DIR, BACKUP_STORE_USER
@@ -71,6 +71,8 @@ class Outcome:
     seconds: float = 0.0
     pruned: list[str] = field(default_factory=list)
     detail: str = ""
+    #: what was found and done on the way (a stale lock broken, ...), shown and journaled
+    notes: list[str] = field(default_factory=list)
 
 
 # -- parsing borg's and borgmatic's JSON ------------------------------------------------------
@@ -227,9 +229,47 @@ class Store:
         out = self.run(slug, [info], [True])
         return parse_archives(out)
 
-    def prune(self, slug: str, keep: Mapping[str, int]) -> list[str]:
+    def prune(self, slug: str, keep: Mapping[str, int]) -> tuple[list[str], bool]:
+        """Prune and compact after a good archive; the municipality's destroy record (if
+        any) is cleared in the same session. (pruned archives, whether a record was cleared)"""
         commands, keyed = prune_commands(slug, keep)
-        return parse_pruned(self.run(slug, commands, keyed))
+        stdin = self.passphrase_of(slug) + "\n"
+        script = store_script(commands, keyed=keyed) + backupstore.alive_line(slug)
+        out = self.guest.run(script, STORE_TIMEOUT, stdin=stdin)
+        return parse_pruned(out), backupstore.undestroyed(out, slug)
+
+    def check(self, slug: str) -> backupstore.CheckResult:
+        """Check *slug*'s repository and its archives' metadata now (recorded on control)."""
+        return backupstore.check(self.guest, slug, self.passphrase_of(slug))
+
+    def status(self, slug: str) -> backupstore.StoreStatus:
+        """The last check's result and the destroy record of *slug*'s repository."""
+        return backupstore.status(self.guest, slug)
+
+    def prepare(self, slug: str) -> backupstore.Prepared:
+        """Break a stale lock of *slug*'s repository; only while holding its run lock."""
+        return backupstore.prepare(self.guest, slug)
+
+
+#: what borg says when control's backup volume is full (ENOSPC, or its own free-space check)
+_FULL = ("No space left on device", "Insufficient free space", "[Errno 28]")
+_LOCKED = ("Failed to create/acquire the lock", "LockTimeout")
+
+
+def explain(message: str) -> str:
+    """A failed `borgmatic create`, said in the sysadmin's terms where borg's words are known."""
+    if any(s in message for s in _FULL):
+        return (
+            "control's backup volume is full: no archive was made and the earlier ones are "
+            f"intact. Free space in {BACKUP_STORE_DIR} on control (a larger volume, fewer "
+            "archives kept), then back up again. borg said: " + message[-300:]
+        )
+    if any(s in message for s in _LOCKED):
+        return (
+            "the repository is locked by another borg process on control (a check or a "
+            "backup still running): try again later. borg said: " + message[-300:]
+        )
+    return message
 
 
 def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
@@ -237,13 +277,19 @@ def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
     o = Outcome(m.slug)
     start = time.monotonic()
     try:
+        o.notes += store.prepare(m.slug).notes()
+    except KallikratisError as exc:  # the backup may still work: borg says if it does not
+        o.notes.append(f"the repository's lock was not checked on control: {exc.message}")
+    try:
         o.archive = parse_create(guest.run(create_script(), CREATE_TIMEOUT))
     except KallikratisError as exc:
-        o.detail = f"backup: {exc.message}"
+        o.detail = f"backup: {explain(exc.message)}"
         o.seconds = time.monotonic() - start
         return o
     try:
-        o.pruned = store.prune(m.slug, m.backup_keep)
+        o.pruned, undestroyed = store.prune(m.slug, m.backup_keep)
+        if undestroyed:
+            o.notes.append(backupstore.UNDESTROYED_NOTE)
         o.result = "ok"
     except KallikratisError as exc:
         o.detail = f"archive {o.archive.name} made, but pruning on control failed: {exc.message}"

@@ -9,7 +9,17 @@ from pathlib import Path
 import click
 
 from kallikratis import __version__
-from kallikratis.commands import audit, backup, hub, lifecycle, patch, report, snapshots, stack
+from kallikratis.commands import (
+    audit,
+    backup,
+    hub,
+    lifecycle,
+    patch,
+    report,
+    restore,
+    snapshots,
+    stack,
+)
 from kallikratis.commands import images as images_cmd
 from kallikratis.commands import keys as keys_cmd
 from kallikratis.commands.common import Context, console_err
@@ -74,6 +84,7 @@ for command in (
     *report.COMMANDS,
     *backup.COMMANDS,
     *hub.COMMANDS,
+    *restore.COMMANDS,
 ):
     main_group.add_command(command)
 

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kallikratis import centralfields, endpointfields, fleetfields, hostilevars, model
+from kallikratis import (
+    backupfields,
+    centralfields,
+    endpointfields,
+    fleetfields,
+    hostilevars,
+    model,
+)
 from kallikratis.checker import DNS_LABEL, Checker, is_fqdn
 from kallikratis.errors import InventoryError
 from kallikratis.municipalities import load_municipalities
@@ -53,6 +60,12 @@ def load(path: str | Path) -> model.Fleet:
     alerts = chk.fleetwide(
         gvars, {k: gvars.get(k) for k in centralfields.ALERT_KEYS}, centralfields.alerts
     )
+    retention = chk.fleetwide(
+        gvars,
+        gvars.get("backup_retention_after_destroy"),
+        backupfields.backup_retention_after_destroy,
+    )
+    _fleet_only(chk, raw, "backup_retention_after_destroy")
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
@@ -75,7 +88,16 @@ def load(path: str | Path) -> model.Fleet:
         admin_allow=admin_allow,
         acme=acme,
         alerts=alerts,
+        backup_retention_after_destroy=retention,
     )
+
+
+def _fleet_only(chk: Checker, raw: RawInventory, key: str) -> None:
+    """*key* is read from group_vars/all only: set for one VM it would be silently ignored."""
+    for host, vars_ in sorted(raw.host_vars.items()):
+        if key in vars_.values:
+            why = "a fleet-wide setting: set it in group_vars/all, not for one VM"
+            chk.add(vars_, host, key, why)
 
 
 def _tls(

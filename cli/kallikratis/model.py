@@ -194,6 +194,8 @@ class Fleet:
     admin_allow: tuple[str, ...] = ("0.0.0.0/0", "::/0")
     acme: Acme | None = None
     alerts: Alerts = Alerts()
+    #: days control keeps a destroyed municipality's repository (group_vars, fleet-wide)
+    backup_retention_after_destroy: int = 90
 
     @property
     def tenants(self) -> tuple[Municipality, ...]:

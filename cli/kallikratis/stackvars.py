@@ -121,6 +121,7 @@ def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> 
         return {
             "kallikratis_backup_clients": clients,
             "kallikratis_backup_store_dir": BACKUP_STORE_DIR,
+            "kallikratis_backup_retention_after_destroy": fleet.backup_retention_after_destroy,
         }
     if control is None:
         return {"kallikratis_backup_store": {}}

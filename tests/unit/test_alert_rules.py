@@ -26,6 +26,7 @@ ALERTS = {
     "MetricsCollectorFailed",
     "BackupTooOld",
     "BackupFailed",
+    "BackupCheckFailed",
 }
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kallikratis import backups, journal, model, restore, runlock
+from kallikratis import backups, backupstore, journal, model, restore, runlock
 from kallikratis.cli import main_group
 from kallikratis.commands import backup as backup_cmd
 from kallikratis.commands import common, lifecycle
@@ -51,7 +51,24 @@ class FakeGuest:
             raise GuestError(f"{self.host}: SSH failed: connect to host: No route to host")
         if "test -d" in script:
             return "yes\n"
+        if any(line.startswith(backupstore.TOOL) for line in script.splitlines()):
+            return self.tool(script)
         return self.replies.get(self.host, "")
+
+    #: what control's kallikratis-backupstore answers: subcommand -> extra JSON fields
+    tool_answers: dict[str, dict[str, object]] = {}
+
+    def tool(self, script: str) -> str:
+        [line] = [ln for ln in script.splitlines() if ln.startswith(backupstore.TOOL)]
+        words = line.split(" || ")[0].split()  # TOOL --store DIR --user USER COMMAND ... SLUG
+        command, slug = words[5], words[-1]
+        base: dict[str, object] = {
+            "prepare": {"lock": "none", "holders": []},
+            "status": {"repository": True, "check": None, "destroyed": None},
+            "destroyed": {"destroyed": 1764583200},
+            "check": {"time": 1764583200, "passed": True, "scope": "repository+archives"},
+        }[command]
+        return json.dumps({"slug": slug, **base, **self.tool_answers.get(command, {})}) + "\n"
 
     def maintenance(self, on: bool) -> None:
         self.run(f"maintenance {'on' if on else 'off'}")
@@ -70,6 +87,7 @@ def fleet(inv: InventoryCopy, vault_password: Path, state_dir: Path, monkeypatch
     monkeypatch.setenv("KALLIKRATIS_INVENTORY", str(inv.root))
     monkeypatch.setattr(backup_cmd, "Guest", FakeGuest)
     FakeGuest.replies, FakeGuest.down, FakeGuest.asked = {}, set(), []
+    FakeGuest.tool_answers = {}
     fleet = inv.load()
     keys = KeyStore(state_dir, fleet.name, fleet.inventory)
     for m in fleet.tenants:
@@ -178,6 +196,63 @@ def test_backups_lists_archives_read_on_control(fleet: model.Fleet) -> None:
         "hersonissos-2026-12-01T10:13:18",
     ]
     assert {h for h, _, _ in FakeGuest.asked} == {str(control.ip)}
+
+
+def test_backups_shows_the_last_checks_result_and_the_destroy(fleet: model.Fleet) -> None:
+    control = fleet.get("control")
+    FakeGuest.replies = {str(control.ip): INFO}
+    check = {"time": 1764475200, "passed": False, "scope": "repository", "seconds": 3.0}
+    FakeGuest.tool_answers = {
+        "status": {
+            "check": check | {"detail": "exit 1: segment 7 damaged"},
+            "destroyed": 1764561600,
+        }
+    }
+    result = _invoke("backups", "hersonissos")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert (
+        "last check: FAILED at 2025-11-30 04:00:00 UTC (repository, 3 s): exit 1: segment 7" in text
+    )
+    assert "destroyed at 2025-12-01 04:00 UTC" in text and "(90 days)" in text
+    data = json.loads(_invoke("backups", "hersonissos", "--json").output)
+    assert data["last_check"]["passed"] is False and data["destroyed"] == 1764561600
+
+
+def test_backups_check_runs_now_with_the_key_on_stdin_and_is_journaled(
+    fleet: model.Fleet, state_dir: Path
+) -> None:
+    control = fleet.get("control")
+    FakeGuest.replies = {str(control.ip): INFO}
+    result = _invoke("backups", "hersonissos", "--check", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["last_check"]["scope"] == "repository+archives"
+    [(script, stdin)] = [(sc, si) for _h, sc, si in FakeGuest.asked if "check --with-key" in sc]
+    [passphrase] = [p for p in _passphrases(fleet, state_dir) if stdin == p + "\n"]
+    assert passphrase not in script and "check --with-key hersonissos ||" in script
+    [run] = _journal(state_dir)
+    assert run.command == "backup-check" and [r.result for r in run.results] == ["ok"]
+
+    FakeGuest.tool_answers = {"check": {"passed": False, "detail": "exit 1: index mismatch"}}
+    failed = _invoke("backups", "hersonissos", "--check")
+    assert isinstance(failed.exception, backups.BackupError), failed.output
+    assert failed.exception.exit_code == 5 and "index mismatch" in failed.exception.message
+    assert [r.result for r in _journal(state_dir)[0].results] == ["failed"]  # newest first
+
+
+def test_backup_says_it_broke_a_stale_lock(fleet: model.Fleet, state_dir: Path) -> None:
+    herso = fleet.get("hersonissos")
+    FakeGuest.replies = {str(herso.ip): CREATED}
+    FakeGuest.tool_answers = {"prepare": {"lock": "broken", "holders": ["old@1 pid 4242"]}}
+    result = _invoke("backup", "hersonissos", "--json")
+    assert result.exit_code == 0, result.output
+    [o] = json.loads(result.output[result.output.index("{") :])["municipalities"]
+    assert o["result"] == "ok"
+    assert o["notes"] == [
+        "a stale lock in the repository (old@1 pid 4242, no such borg process) was broken"
+    ]
+    [run] = _journal(state_dir)
+    assert "stale lock in the repository (old@1 pid 4242" in run.results[0].detail
 
 
 def test_restore_of_another_municipalitys_archive_exits_2_before_anything(
@@ -354,6 +429,11 @@ def test_destroy_takes_a_final_backup_first_and_names_it(
     details = [r.detail for r in run.results]
     [detail] = details
     assert detail.startswith("final backup hersonissos-2026-12-01T10:13:18;")
+    # control records the destroy (its repository goes after backup_retention_after_destroy)
+    control = str(engine.fleet.get("control").ip)
+    recorded = [sc for h, sc, _ in FakeGuest.asked if h == control and " destroyed " in sc]
+    assert len(recorded) == 1 and recorded[0].rstrip().endswith("destroyed hersonissos")
+    assert "kept on control for 90 days" in result.output
 
 
 def test_without_a_final_backup_nothing_is_destroyed(
@@ -382,4 +462,7 @@ def test_no_final_backup_is_asked_for_twice(
     assert "No final backup" in result.output
     assert _domains(engine) == (set() if destroyed else {"crete-hersonissos"})
     assert result.exit_code == (0 if destroyed else 1), result.output
-    assert FakeGuest.asked == []  # no backup was attempted
+    # no backup was attempted; control only records the destroy (the repository is kept)
+    control = str(engine.fleet.get("control").ip)
+    expected = [(control, "destroyed hersonissos")] if destroyed else []
+    assert [(h, " ".join(s.split()[-2:])) for h, s, _ in FakeGuest.asked] == expected

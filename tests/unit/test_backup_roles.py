@@ -20,7 +20,7 @@ from kallikratis.keys import KeyStore
 from kallikratis.secrets import ensure_secrets, read_secret, vault_file
 from kallikratis.stack import prepare_stack
 from role_render import render
-from support import InventoryCopy
+from support import InventoryCopy, systemd_verify_units
 
 CONTROL_KNOWN = (
     "10.42.0.5 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHuFIxw7FyUlEHhHHr2ZbXEg7ye+pl/qUrUyk3BBLUa0"
@@ -293,3 +293,38 @@ def _nft_rule(saddr: Any, ports: list[int] | None = None) -> dict[str, Any]:
             {"accept": None},
         ]
     }
+
+
+STORE_UNITS = (
+    "kallikratis-backup-check.service",
+    "kallikratis-backup-check.timer",
+    "kallikratis-backup-expire.service",
+    "kallikratis-backup-expire.timer",
+)
+
+
+def test_controls_weekly_check_and_daily_expiry_units_pass_systemd_analyze_verify(
+    tmp_path: Path,
+) -> None:
+    assert shutil.which("systemd-analyze"), "install the Debian package systemd"
+    variables = {
+        "ansible_managed": "Ansible managed",
+        "kallikratis_backup_retention_after_destroy": 30,
+    }
+    files = {u: render("backupstore", f"etc/systemd/system/{u}.j2", variables) for u in STORE_UNITS}
+    check, expire = (
+        files["kallikratis-backup-check.service"],
+        files["kallikratis-backup-expire.service"],
+    )
+    tool = (
+        "/usr/bin/python3 /usr/local/sbin/kallikratis-backupstore --store /srv/backups --user borg"
+    )
+    assert f"ExecStart={tool} --state /var/lib/kallikratis-backupstore" in check
+    assert " check --all\n" in check
+    assert "--with-key" not in check  # control never holds a passphrase
+    assert " expire --days 30\n" in expire
+    assert "OnCalendar=Sun *-*-* 04:30:00" in files["kallikratis-backup-check.timer"]
+    assert "OnCalendar=daily" in files["kallikratis-backup-expire.timer"]
+    proc = systemd_verify_units(tmp_path / "units", files)
+    assert proc.returncode == 0, proc.stderr
+    assert "kallikratis-backup" not in proc.stderr, proc.stderr

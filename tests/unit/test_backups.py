@@ -8,14 +8,16 @@ scripts/system-packages.txt).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kallikratis import backups, model
+from kallikratis import backups, backupstore, model
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import GuestError
 from support import DATA, InventoryCopy
@@ -129,7 +131,7 @@ def test_store_script_reads_the_passphrase_from_stdin_only() -> None:
 class FakeGuest:
     """One VM (or control) as the service sees it: scripts in, stdout out."""
 
-    def __init__(self, reply: str = "", error: str = "") -> None:
+    def __init__(self, reply: str | Callable[[str], str] = "", error: str = "") -> None:
         self.reply = reply
         self.error = error
         self.scripts: list[tuple[str, str | None]] = []
@@ -142,7 +144,19 @@ class FakeGuest:
             self.scripts.append((script, stdin))
         if self.error:
             raise GuestError(self.error)
-        return self.reply
+        return self.reply(script) if callable(self.reply) else self.reply
+
+
+def control_reply(prune: str) -> Callable[[str], str]:
+    """control: the backup store tool's `prepare` (nothing to do), else borg's prune output."""
+
+    def reply(script: str) -> str:
+        if " prepare " in script:
+            slug = script.split()[-1]
+            return json.dumps({"slug": slug, "lock": "none", "holders": []})
+        return prune
+
+    return reply
 
 
 def _fleet(inv: InventoryCopy) -> model.Fleet:
@@ -156,7 +170,9 @@ def test_one_unreachable_vm_fails_alone(inv: InventoryCopy) -> None:
     guests = {m.slug: FakeGuest(created) for m in fleet.tenants if m.slug != "minoa-pediada"} | {
         "minoa-pediada": FakeGuest(error="10.42.0.11: SSH failed: connect: No route to host")
     }
-    control = FakeGuest("Pruning archive (1/1): hersonissos-2026-11-01T02:00:00  x [ab]\n")
+    control = FakeGuest(
+        control_reply("Pruning archive (1/1): hersonissos-2026-11-01T02:00:00  x [ab]\n")
+    )
     asked: list[str] = []
 
     def passphrase_of(slug: str) -> str:
@@ -184,8 +200,11 @@ def test_one_unreachable_vm_fails_alone(inv: InventoryCopy) -> None:
     # prune ran on control for the two that were backed up, each with its own passphrase
     # on stdin and in no script
     assert sorted(asked) == ["archanes-asterousia", "hersonissos"]
+    prepared = [s for s, _ in control.scripts if " prepare " in s]
+    assert sorted(s.split()[-1] for s in prepared) == sorted(m.slug for m in fleet.tenants)
     for script, stdin in control.scripts:
-        assert stdin is not None and stdin.startswith(PASSPHRASE)
+        # prepare needs no key; prune gets its passphrase on stdin only
+        assert stdin is None if script in prepared else stdin.startswith(PASSPHRASE)  # type: ignore[union-attr]
         assert PASSPHRASE not in script
     for guest in guests.values():
         assert all(PASSPHRASE not in s and stdin is None for s, stdin in guest.scripts)
@@ -203,6 +222,72 @@ def test_a_failed_prune_fails_the_municipality_but_names_the_archive(inv: Invent
     )
     assert o.result == "failed"
     assert "hersonissos-2026-12-01T10:13:18 made, but pruning on control failed" in o.detail
+
+
+def test_a_good_backup_clears_a_destroy_record_in_the_prune_session(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    vm = FakeGuest((BORG_DATA / "borgmatic-create.json").read_text())
+    cleared = json.dumps({"slug": "hersonissos", "undestroyed": True})
+    control = FakeGuest(control_reply(f"Keeping archive: x\n{cleared}\n"))
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(control, lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "ok" and o.notes == [backupstore.UNDESTROYED_NOTE]
+    [prune] = [sc for sc, stdin in control.scripts if stdin is not None]
+    assert prune.endswith(backupstore.alive_line("hersonissos"))
+    assert prune.index("borg --lock-wait 300 prune") < prune.index(" alive hersonissos")
+
+
+def test_a_full_backup_volume_is_named_as_such(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    said = (
+        "exit 1: Remote: OSError: [Errno 28] No space left on device\n"
+        "summary: /etc/borgmatic/config.yaml: An error occurred"
+    )
+    vm = FakeGuest(error=f"10.42.0.10: {said}")
+    control = FakeGuest(control_reply(""))
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(control, lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "failed" and o.archive is None
+    assert o.detail.startswith("backup: control's backup volume is full: no archive was made")
+    assert "No space left on device" in o.detail
+    assert backups.explain("exit 2: connection closed") == "exit 2: connection closed"
+
+
+def test_a_control_without_the_store_tool_only_costs_a_note(inv: InventoryCopy) -> None:
+    fleet = _fleet(inv)
+    vm = FakeGuest((BORG_DATA / "borgmatic-create.json").read_text())
+
+    def old_control(script: str) -> str:
+        if " prepare " in script:
+            raise GuestError(f"10.42.0.5: exit 3: {backupstore.MISSING}")
+        return ""
+
+    [o] = backups.run(
+        [fleet.get("hersonissos")],
+        lambda m: vm,  # type: ignore[arg-type,return-value]
+        backups.Store(RaisingGuest(old_control), lambda s: PASSPHRASE),  # type: ignore[arg-type]
+    )
+    assert o.result == "ok"
+    assert o.notes == [
+        "the repository's lock was not checked on control: "
+        f"10.42.0.5: exit 3: {backupstore.MISSING}"
+    ]
+
+
+class RaisingGuest:
+    def __init__(self, answer: Callable[[str], str]) -> None:
+        self.answer = answer
+
+    def run(
+        self, script: str, timeout: float = 300.0, check: bool = True, stdin: str | None = None
+    ) -> str:
+        return self.answer(script)
 
 
 def test_central_vms_are_not_backed_up(inv: InventoryCopy) -> None:

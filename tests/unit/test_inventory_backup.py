@@ -1,4 +1,5 @@
-"""The backup fields of the inventory: backup_keep and backup_remote.
+"""The backup fields of the inventory: backup_keep, backup_remote and (fleet-wide)
+backup_retention_after_destroy.
 
 Set for the fleet in group_vars, overridable per municipality; every bad value is reported
 with file, entry and field, once (exit 2), and nothing is changed.
@@ -11,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from kallikratis import stackvars
 from kallikratis.errors import InventoryError
+from kallikratis.paths import StateDir
 from support import FLEET, HERSO_VARS, HOSTS, SLUGS, Bad, InventoryCopy, assert_one_problem
 
 # --------------------------------------------------------------------------- good values
@@ -52,6 +55,20 @@ def test_fleet_values_and_a_municipality_override(inv: InventoryCopy) -> None:
 def test_remote_urls_accepted(inv: InventoryCopy, url: str) -> None:
     inv.set_fleet(backup_remote=url)
     assert inv.load().get("hersonissos").backup_remote == url
+
+
+def test_retention_after_destroy_is_fleet_wide_and_reaches_control(
+    inv: InventoryCopy, state_dir: Path
+) -> None:
+    inv.edit(inv.fleet_vars, lambda d: d.pop("backup_retention_after_destroy", None))
+    inv.add_central()
+    assert inv.load().backup_retention_after_destroy == 90
+    inv.set_fleet(backup_retention_after_destroy=400)
+    fleet = inv.load()
+    assert fleet.backup_retention_after_destroy == 400
+    control = fleet.get("control")
+    got = stackvars.backup_vars(fleet, control, StateDir(state_dir).fleet(fleet.name))
+    assert got["kallikratis_backup_retention_after_destroy"] == 400
 
 
 # --------------------------------------------------------------------------- bad values
@@ -140,6 +157,40 @@ BAD: dict[str, Bad] = {
         FLEET,
         "all",
         "backup_remote",
+    ),
+    "retention-zero": Bad(
+        lambda i: i.set_fleet(backup_retention_after_destroy=0),
+        FLEET,
+        "all",
+        "backup_retention_after_destroy",
+        "from 1 to 36500, got 0",
+    ),
+    "retention-string": Bad(
+        lambda i: i.set_fleet(backup_retention_after_destroy="90d"),
+        FLEET,
+        "all",
+        "backup_retention_after_destroy",
+        "'90d'",
+    ),
+    "retention-boolean": Bad(
+        lambda i: i.set_fleet(backup_retention_after_destroy=True),
+        FLEET,
+        "all",
+        "backup_retention_after_destroy",
+    ),
+    "retention-for-one-municipality": Bad(
+        lambda i: i.set_host("hersonissos", backup_retention_after_destroy=30),
+        HOSTS,
+        "hersonissos",
+        "backup_retention_after_destroy",
+        "fleet-wide setting",
+    ),
+    "retention-in-a-host-vars-file": Bad(
+        lambda i: i.set_host_var_file("hersonissos", backup_retention_after_destroy=30),
+        HERSO_VARS,
+        "hersonissos",
+        "backup_retention_after_destroy",
+        "group_vars/all",
     ),
     "remote-not-a-string": Bad(
         lambda i: i.set_fleet(backup_remote=["ssh://x.example.org/a"]),

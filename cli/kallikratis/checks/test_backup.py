@@ -3,7 +3,8 @@
 Every VM: a municipality of a fleet with a control VM has borgmatic configured (root-only
 files, control's host key pinned, Debian's own timer masked); control serves each
 municipality's repository append-only, for its key alone. No check is ever skipped: where a
-part does not apply, the check asserts its absence.
+part does not apply, the check asserts its absence. control also checks its repositories
+weekly and expires destroyed municipalities' ones (kallikratis-backupstore and its timers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ROOT_ONLY = (
 )
 AUTHORIZED_KEYS = "/etc/ssh/kallikratis-backup.authorized_keys"  # roles/backupstore
 STORE = "/srv/backups"
+TOOL = "/usr/local/sbin/kallikratis-backupstore"  # roles/backupstore
 FORCED = 'command="borg serve --append-only --restrict-to-repository /srv/backups/'
 
 
@@ -58,3 +60,18 @@ def test_control_serves_each_repository_append_only_to_its_key(host: Any) -> Non
     store = host.file(STORE)
     assert store.is_directory and (store.user, store.mode) == ("borg", 0o700)
     assert host.user("borg").home == STORE
+
+
+def test_control_checks_its_repositories_weekly_and_expires_destroyed_ones(host: Any) -> None:
+    m = load_spec(host)
+    if "control" not in (m.get("central_roles") or []):
+        assert not host.file(TOOL).exists
+        return
+    tool = host.file(TOOL)
+    assert (tool.user, tool.mode) == ("root", 0o755)
+    for timer in ("kallikratis-backup-check.timer", "kallikratis-backup-expire.timer"):
+        assert host.service(timer).is_enabled, timer
+        assert host.service(timer).is_running, timer
+    # the tool answers (no repository needed): what `kallikratis backups` reads
+    out = host.check_output(f"{TOOL} status verify-probe")
+    assert '"slug": "verify-probe"' in out and '"check": null' in out

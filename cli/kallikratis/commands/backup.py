@@ -1,15 +1,14 @@
-"""`kallikratis backup`, `backups`, `restore`: borgmatic archives on the control VM."""
+"""`kallikratis backup`, `backups` (and destroy's final backup): borgmatic archives on control."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import click
 from rich.table import Table
 
-from kallikratis import backupmetrics, backups, model, restore, secrets, verify
+from kallikratis import backupmetrics, backups, backupstore, secrets
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -23,7 +22,7 @@ from kallikratis.commands.common import (
     pass_ctx,
 )
 from kallikratis.commands.progress import PhaseBoard
-from kallikratis.errors import UsageError
+from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest
 from kallikratis.journal import RunRecord
 from kallikratis.selection import select
@@ -39,7 +38,7 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-def _store(ctx: Context) -> backups.Store:
+def store_of(ctx: Context) -> backups.Store:
     """control's backup store; the passphrases come from the vault, one at a time."""
     control = backups.require_control(ctx.fleet)
     engine = ctx.engine
@@ -81,6 +80,8 @@ def _print_outcomes(outcomes: list[backups.Outcome]) -> None:
         )
     console.print(table)
     for o in outcomes:
+        for note in o.notes:
+            console.print(f"[yellow]{esc(o.slug)}[/]: {esc(note)}")
         if o.detail:
             console.print(f"[red]{esc(o.slug)}[/]: {esc(o.detail)}")
 
@@ -117,7 +118,7 @@ def backup_cmd(
         raise UsageError("give NAMES or --all, not both")
     chosen = ctx.fleet.tenants if all_ else select(ctx.fleet, names, False, required=True)
     selection = backups.tenants_only(chosen)
-    store = _store(ctx)
+    store = store_of(ctx)
     engine = ctx.engine
     slugs = [m.slug for m in selection]
     with audited(ctx, "backup", slugs) as record:
@@ -128,7 +129,8 @@ def backup_cmd(
             def done(o: backups.Outcome) -> None:
                 board(o.slug, "backed up" if o.result == "ok" else "failed")
                 name = o.archive.name if o.archive else ""
-                record.result(o.slug, o.result, (name + " " + o.detail).strip()[:1500], o.seconds)
+                text = " ".join([name, o.detail, *o.notes]).strip()
+                record.result(o.slug, o.result, text[:1500], o.seconds)
 
             outcomes = backups.run(
                 selection, lambda m: Guest(engine.target(m)), store, parallel=parallel, done=done
@@ -150,6 +152,7 @@ def backup_cmd(
                             "pruned": o.pruned,
                             "seconds": round(o.seconds, 1),
                             "detail": o.detail,
+                            "notes": o.notes,
                         }
                         for o in outcomes
                     ]
@@ -162,24 +165,93 @@ def backup_cmd(
             raise backups.BackupError(f"backup failed on: {', '.join(failed)}")
 
 
+def _check_json(c: backupstore.CheckResult | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "time": c.time,
+        "passed": c.passed,
+        "scope": c.scope,
+        "seconds": c.seconds,
+        "detail": c.detail,
+    }
+
+
+def _check_line(c: backupstore.CheckResult | None) -> str:
+    if c is None:
+        return "last check: none yet (the weekly check on control, or `--check`)"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(c.time))
+    verdict = "[green]passed[/]" if c.passed else "[red]FAILED[/]"
+    why = f": {esc(c.detail)}" if c.detail else ""
+    return f"last check: {verdict} at {when} ({esc(c.scope)}, {c.seconds:.0f} s){why}"
+
+
 @click.command("backups")
 @click.argument("name")
+@click.option(
+    "--check",
+    "run_check",
+    is_flag=True,
+    help="Check the repository and its archives' metadata now (borg check) and record it.",
+)
 @json_option
 @pass_ctx
-def backups_cmd(ctx: Context, name: str, as_json: bool) -> None:
-    """List a municipality's archives on the control VM (works while its VM is down).
+def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None:
+    """List a municipality's archives on the control VM and its last check's result (works
+    while its VM is down or destroyed).
 
     \b
-    Example:
+    --check runs `borg check` now (repository and archives' metadata, with the key from the
+    vault; journaled, and locked like a backup); the weekly check on control covers the
+    repository only. A failed check exits 5.
+
+    \b
+    Examples:
       kallikratis backups hersonissos
+      kallikratis backups hersonissos --check --json
     """
     m = ctx.fleet.get(name)
     backups.tenants_only([m])
-    archives = _store(ctx).archives(m.slug)
+    store = store_of(ctx)
+    checked: backupstore.CheckResult | None = None
+    if run_check:
+        with audited(ctx, "backup-check", [m.slug]) as record:
+            checked = store.check(m.slug)
+            record.result(
+                m.slug, "ok" if checked.passed else "failed", checked.detail[:1500], checked.seconds
+            )
+    archives = store.archives(m.slug)
+    try:
+        state = store.status(m.slug)
+    except KallikratisError as exc:  # e.g. a control not deployed since the tool came
+        console_err.print(f"[yellow]warning:[/] no check result from control: {esc(exc.message)}")
+        state = backupstore.StoreStatus(repository=bool(archives), check=None, destroyed=None)
+    last = checked or state.check
     if as_json:
-        emit_json({"slug": m.slug, "archives": [_archive_json(a) for a in archives]})
-        return
-    table = Table(title=f"archives of {esc(m.slug)}", title_justify="left")
+        emit_json(
+            {
+                "slug": m.slug,
+                "archives": [_archive_json(a) for a in archives],
+                "last_check": _check_json(last),
+                "destroyed": state.destroyed,
+            }
+        )
+    else:
+        _print_archives(m.slug, archives)
+        console.print(_check_line(last))
+        if state.destroyed is not None:
+            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(state.destroyed))
+            console.print(
+                f"its VM was destroyed at {when}: the repository is kept for "
+                f"backup_retention_after_destroy ({ctx.fleet.backup_retention_after_destroy} "
+                "days) from then"
+            )
+    if checked is not None and not checked.passed:
+        raise backups.BackupError(f"the check of {m.slug}'s repository failed: {checked.detail}")
+
+
+def _print_archives(slug: str, archives: list[backups.Archive]) -> None:
+    table = Table(title=f"archives of {esc(slug)}", title_justify="left")
     for col in ("archive", "started", "size", "deduplicated", "files"):
         table.add_column(col)
     for a in archives:
@@ -192,93 +264,7 @@ def backups_cmd(ctx: Context, name: str, as_json: bool) -> None:
         )
     console.print(table)
     if not archives:
-        console.print(f"no archive yet: `kallikratis backup {esc(m.slug)}` makes one")
-
-
-def _verify_fn(ctx: Context) -> restore.VerifyFn:
-    def check(members: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
-        engine = ctx.engine
-        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=True)
-        out = {}
-        for m in members:
-            mine = [c for c in checks if c.slug in (m.slug, "*")]
-            bad = [c for c in mine if not c.passed]
-            why = "; ".join(f"{c.name}: {c.message[:200]}" for c in bad[:3])
-            out[m.slug] = (bool(mine) and not bad, why or ("no checks ran" if not mine else ""))
-        return out
-
-    return check
-
-
-@click.command("restore")
-@click.argument("name")
-@click.option("--archive", "archive_name", metavar="ARCHIVE", help="Default: the newest.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
-@json_option
-@pass_ctx
-def restore_cmd(
-    ctx: Context, name: str, archive_name: str | None, yes: bool, as_json: bool
-) -> None:
-    """Restore a municipality's files and databases from one of its archives.
-
-    \b
-    Maintenance mode on, a snapshot of the VM, files extracted and databases restored,
-    verify, maintenance mode off. On any failure the VM is reverted to the snapshot (exit 5).
-    Another municipality's archive is refused (exit 2).
-
-    \b
-    Examples:
-      kallikratis backups hersonissos
-      kallikratis restore hersonissos --archive hersonissos-2026-12-01T02:00:04
-    """
-    backups.tenants_only([ctx.declared.get(name)])
-    if archive_name is not None:
-        restore.check_owner(name, archive_name)  # before anything is asked of libvirt or control
-    m = ctx.fleet.get(name)
-    archive = restore.choose(m.slug, _store(ctx).archives(m.slug), archive_name)
-    if not yes:
-        if not os.isatty(0):
-            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
-        click.confirm(
-            f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
-            "databases are replaced; the VM is in maintenance mode meanwhile.",
-            abort=True,
-        )
-    engine = ctx.engine
-    with audited(ctx, "restore", [m.slug]) as record:
-        with PhaseBoard([m.slug], f"restore {archive.name}") as board:
-            outcome = restore.restore(
-                m,
-                archive,
-                engine.backend(m.hypervisor),
-                Guest(engine.target(m)),
-                _verify_fn(ctx),
-                record.id,
-                lambda phase: board(m.slug, phase),
-            )
-            board(m.slug, outcome.result)
-        record.result(m.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
-        if as_json:
-            emit_json(
-                {
-                    "slug": m.slug,
-                    "archive": archive.name,
-                    "result": outcome.result,
-                    "snapshot": outcome.snapshot,
-                    "reverted": outcome.reverted,
-                    "seconds": round(outcome.seconds, 1),
-                    "detail": outcome.detail,
-                }
-            )
-        else:
-            colour = "green" if outcome.result == "restored" else "red"
-            console.print(
-                f"[{colour}]{esc(m.slug)}: {esc(outcome.result)}[/] from {esc(archive.name)} "
-                f"in {outcome.seconds:.0f} s"
-                + (f": {esc(outcome.detail)}" if outcome.detail else "")
-            )
-        if outcome.result != "restored":
-            raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+        console.print(f"no archive yet: `kallikratis backup {esc(slug)}` makes one")
 
 
 def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str, str]:
@@ -306,7 +292,7 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
             running.append(m)
         else:
             failed.append(backups.Outcome(m.slug, detail=f"the VM is {dom.state}"))
-    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), _store(ctx))
+    outcomes = failed + backups.run(running, lambda m: Guest(engine.target(m)), store_of(ctx))
     for o in outcomes:
         name = o.archive.name if o.archive else ""
         record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
@@ -322,4 +308,26 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
     return {o.slug: o.archive.name for o in outcomes if o.archive is not None}
 
 
-COMMANDS = (backup_cmd, backups_cmd, restore_cmd)
+def record_destroyed(ctx: Context, slugs: list[str]) -> None:
+    """After `destroy`: control records when each municipality's VM went, and removes its
+    repository backup_retention_after_destroy days later (its daily timer). Best effort: a
+    warning when control cannot be told (the repository is then kept until it is)."""
+    fleet = ctx.fleet
+    tenants = [m.slug for m in fleet.tenants if m.slug in slugs]
+    if not tenants or fleet.control is None:
+        return
+    try:
+        backupstore.destroyed(Guest(ctx.engine.target(fleet.control)), tenants)
+    except KallikratisError as exc:
+        console_err.print(
+            f"[yellow]warning:[/] control did not record the destroy of {', '.join(tenants)} "
+            f"(their repositories are kept until it does): {esc(exc.message)}"
+        )
+        return
+    console_err.print(
+        f"repositories of {', '.join(tenants)} kept on control for "
+        f"{fleet.backup_retention_after_destroy} days (backup_retention_after_destroy)"
+    )
+
+
+COMMANDS = (backup_cmd, backups_cmd)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from kallikratis import capacity, model
 from kallikratis.commands.audit import audited, record_results
-from kallikratis.commands.backup import final_backups
+from kallikratis.commands.backup import final_backups, record_destroyed
 from kallikratis.commands.common import (
     Context,
     all_opt,
@@ -265,6 +265,7 @@ def destroy(
             for r in results
         ]
         record_results(record, results)
+        record_destroyed(ctx, [r.slug for r in results if r.result == "destroyed"])
         report_results(results, as_json, "destroy")
 
 

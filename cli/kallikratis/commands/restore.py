@@ -1,0 +1,135 @@
+"""`kallikratis restore`: a municipality's files and databases from one of its archives."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from kallikratis import backups, backupstore, model, restore, verify
+from kallikratis.commands.audit import audited
+from kallikratis.commands.backup import store_of
+from kallikratis.commands.common import (
+    Context,
+    console,
+    console_err,
+    emit_json,
+    esc,
+    json_option,
+    pass_ctx,
+)
+from kallikratis.commands.progress import PhaseBoard
+from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.guest import Guest
+
+
+def _verify_fn(ctx: Context) -> restore.VerifyFn:
+    def check(members: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
+        engine = ctx.engine
+        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=True)
+        out = {}
+        for m in members:
+            mine = [c for c in checks if c.slug in (m.slug, "*")]
+            bad = [c for c in mine if not c.passed]
+            why = "; ".join(f"{c.name}: {c.message[:200]}" for c in bad[:3])
+            out[m.slug] = (bool(mine) and not bad, why or ("no checks ran" if not mine else ""))
+        return out
+
+    return check
+
+
+@click.command("restore")
+@click.argument("name")
+@click.option("--archive", "archive_name", metavar="ARCHIVE", help="Default: the newest.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@json_option
+@pass_ctx
+def restore_cmd(
+    ctx: Context, name: str, archive_name: str | None, yes: bool, as_json: bool
+) -> None:
+    """Restore a municipality's files and databases from one of its archives.
+
+    \b
+    Maintenance mode on, a snapshot of the VM, files extracted and databases restored,
+    verify, maintenance mode off. On any failure the VM is reverted to the snapshot (exit 5).
+    Another municipality's archive is refused (exit 2).
+
+    \b
+    Examples:
+      kallikratis backups hersonissos
+      kallikratis restore hersonissos --archive hersonissos-2026-12-01T02:00:04
+    """
+    backups.tenants_only([ctx.declared.get(name)])
+    if archive_name is not None:
+        restore.check_owner(name, archive_name)  # before anything is asked of libvirt or control
+    m = ctx.fleet.get(name)
+    archive = restore.choose(m.slug, store_of(ctx).archives(m.slug), archive_name)
+    if not yes:
+        if not os.isatty(0):
+            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
+        click.confirm(
+            f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
+            "databases are replaced; the VM is in maintenance mode meanwhile.",
+            abort=True,
+        )
+    engine = ctx.engine
+    store = store_of(ctx)
+    with audited(ctx, "restore", [m.slug]) as record:
+        _prepare_for_restore(store, m.slug)
+        with PhaseBoard([m.slug], f"restore {archive.name}") as board:
+            outcome = restore.restore(
+                m,
+                archive,
+                engine.backend(m.hypervisor),
+                Guest(engine.target(m)),
+                _verify_fn(ctx),
+                record.id,
+                lambda phase: board(m.slug, phase),
+            )
+            board(m.slug, outcome.result)
+        if outcome.result == "restored":
+            _alive_after_restore(store, m.slug)
+        record.result(m.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
+        if as_json:
+            emit_json(
+                {
+                    "slug": m.slug,
+                    "archive": archive.name,
+                    "result": outcome.result,
+                    "snapshot": outcome.snapshot,
+                    "reverted": outcome.reverted,
+                    "seconds": round(outcome.seconds, 1),
+                    "detail": outcome.detail,
+                }
+            )
+        else:
+            colour = "green" if outcome.result == "restored" else "red"
+            console.print(
+                f"[{colour}]{esc(m.slug)}: {esc(outcome.result)}[/] from {esc(archive.name)} "
+                f"in {outcome.seconds:.0f} s"
+                + (f": {esc(outcome.detail)}" if outcome.detail else "")
+            )
+        if outcome.result != "restored":
+            raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+
+
+def _alive_after_restore(store: backups.Store, slug: str) -> None:
+    """A restored municipality lives: its destroy record on control goes (best effort)."""
+    try:
+        if backupstore.alive(store.guest, slug):
+            console_err.print(f"{esc(slug)}: {backupstore.UNDESTROYED_NOTE}")
+    except KallikratisError as exc:
+        console_err.print(f"[yellow]warning:[/] {esc(slug)}'s destroy record: {esc(exc.message)}")
+
+
+def _prepare_for_restore(store: backups.Store, slug: str) -> None:
+    """Under the run lock: a stale repository lock broken; best effort, the notes printed."""
+    try:
+        notes = store.prepare(slug).notes()
+    except KallikratisError as exc:
+        notes = [f"the repository's lock was not checked on control: {exc.message}"]
+    for note in notes:
+        console_err.print(f"[yellow]{esc(slug)}[/]: {esc(note)}")
+
+
+COMMANDS = (restore_cmd,)
