@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -20,6 +21,8 @@ from kallikratis.journal import Journal, RunEntry, RunRecord
 from kallikratis.keys import VAULT_PASSWORD_ENV
 from kallikratis.provision import UpResult
 from kallikratis.report import PROMETHEUS_URL_ENV
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: settings the scheduled run needs as they are now (paths only, never secrets themselves)
 PASSED_ENV = (VAULT_PASSWORD_ENV, "KALLIKRATIS_IMAGE_CACHE")
@@ -143,26 +146,53 @@ def history(name: str | None, limit: int, as_json: bool) -> None:
 
 
 # -- schedule ----------------------------------------------------------------------------------
+def _calendar(example: str) -> Callable[[F], F]:
+    return click.option(
+        "--on-calendar",
+        required=True,
+        help=f"When, as a systemd calendar expression, e.g. {example}.",
+    )
+
+
+def _timeout_hours(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--timeout-hours",
+        default=default,
+        show_default=True,
+        type=click.IntRange(1, 72),
+        help="Stop a run still going after this long (TimeoutStartSec).",
+    )
+
+
+_print_units = click.option(
+    "--print", "print_", is_flag=True, help="Print the units instead of installing."
+)
+
+
+def _unit_place(ctx: Context, on_calendar: str) -> dict[str, Any]:
+    """What every scheduled unit names: when, which inventory and state, which fleet (the
+    inventory is loaded and validated here)."""
+    schedule.check_calendar(on_calendar)
+    if ctx.inventory_path is None:
+        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
+    return {
+        "on_calendar": on_calendar,
+        "inventory": Path(ctx.inventory_path).resolve(),
+        "state_dir": paths.state_dir().resolve(),
+        "fleet": ctx.declared.name,
+    }
+
+
 @click.group("schedule")
 def schedule_group() -> None:
     """Unattended runs from systemd timers."""
 
 
 @schedule_group.command("patch")
-@click.option(
-    "--on-calendar",
-    required=True,
-    help="When, as a systemd calendar expression, e.g. 'Sun *-*-* 02:00'.",
-)
+@_calendar("'Sun *-*-* 02:00'")
 @click.option("--name", default="", help="Unit name suffix: kallikratis-patch-NAME.")
-@click.option(
-    "--timeout-hours",
-    default=4,
-    show_default=True,
-    type=click.IntRange(1, 72),
-    help="Stop a run still going after this long (TimeoutStartSec).",
-)
-@click.option("--print", "print_", is_flag=True, help="Print the units instead of installing.")
+@_timeout_hours(4)
+@_print_units
 @pass_ctx
 def schedule_patch(
     ctx: Context, on_calendar: str, name: str, timeout_hours: int, print_: bool
@@ -175,14 +205,8 @@ def schedule_patch(
     KALLIKRATIS_VAULT_PASSWORD_FILE and KALLIKRATIS_IMAGE_CACHE, when set, are passed on.
     Installing needs root and systemd as init; --print shows the two unit files instead.
     """
-    schedule.check_calendar(on_calendar)
-    if ctx.inventory_path is None:
-        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
     units = schedule.patch_units(
-        on_calendar=on_calendar,
-        inventory=Path(ctx.inventory_path).resolve(),
-        state_dir=paths.state_dir().resolve(),
-        fleet=ctx.declared.name,  # loads and validates the inventory
+        **_unit_place(ctx, on_calendar),
         name=name,
         timeout_hours=timeout_hours,
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
@@ -204,13 +228,9 @@ def _install_or_print(units: schedule.Units, print_: bool) -> None:
 
 
 @schedule_group.command("report")
-@click.option(
-    "--on-calendar",
-    required=True,
-    help="When, as a systemd calendar expression, e.g. 'hourly' or '*-*-* *:00/15'.",
-)
+@_calendar("'hourly' or '*-*-* *:00/15'")
 @click.option("--name", default="", help="Unit name suffix: kallikratis-report-NAME.")
-@click.option("--print", "print_", is_flag=True, help="Print the units instead of installing.")
+@_print_units
 @pass_ctx
 def schedule_report(ctx: Context, on_calendar: str, name: str, print_: bool) -> None:
     """Install a systemd timer that runs `report --publish`: the dashboard on the control VM
@@ -220,15 +240,9 @@ def schedule_report(ctx: Context, on_calendar: str, name: str, print_: bool) -> 
     that cannot publish fails it (`systemctl status kallikratis-report`).
     KALLIKRATIS_PROMETHEUS_URL, when set, is passed on. --print shows the two unit files.
     """
-    schedule.check_calendar(on_calendar)
-    if ctx.inventory_path is None:
-        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
     passed = (*PASSED_ENV, PROMETHEUS_URL_ENV)
     units = schedule.report_units(
-        on_calendar=on_calendar,
-        inventory=Path(ctx.inventory_path).resolve(),
-        state_dir=paths.state_dir().resolve(),
-        fleet=ctx.declared.name,
+        **_unit_place(ctx, on_calendar),
         name=name,
         environment={k: os.environ[k] for k in passed if k in os.environ},
     )
@@ -236,20 +250,10 @@ def schedule_report(ctx: Context, on_calendar: str, name: str, print_: bool) -> 
 
 
 @schedule_group.command("backup")
-@click.option(
-    "--on-calendar",
-    required=True,
-    help="When, as a systemd calendar expression, e.g. '*-*-* 02:00' or 'daily'.",
-)
+@_calendar("'*-*-* 02:00' or 'daily'")
 @click.option("--name", default="", help="Unit name suffix: kallikratis-backup-NAME.")
-@click.option(
-    "--timeout-hours",
-    default=6,
-    show_default=True,
-    type=click.IntRange(1, 72),
-    help="Stop a run still going after this long (TimeoutStartSec).",
-)
-@click.option("--print", "print_", is_flag=True, help="Print the units instead of installing.")
+@_timeout_hours(6)
+@_print_units
 @pass_ctx
 def schedule_backup(
     ctx: Context, on_calendar: str, name: str, timeout_hours: int, print_: bool
@@ -265,14 +269,8 @@ def schedule_backup(
     Example:
       kallikratis schedule backup --on-calendar '*-*-* 02:00'
     """
-    schedule.check_calendar(on_calendar)
-    if ctx.inventory_path is None:
-        raise UsageError("no inventory: pass -i PATH or set KALLIKRATIS_INVENTORY")
     units = schedule.backup_units(
-        on_calendar=on_calendar,
-        inventory=Path(ctx.inventory_path).resolve(),
-        state_dir=paths.state_dir().resolve(),
-        fleet=ctx.declared.name,
+        **_unit_place(ctx, on_calendar),
         name=name,
         timeout_hours=timeout_hours,
         environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
