@@ -94,12 +94,17 @@ def _remote_url(url: Any) -> tuple[dict[str, Any] | None, str]:
         return None, why
     if "~" in path:
         return None, f"path must be absolute (no '~'), got {url!r}"
-    return {"user": match.group("user"), "host": match.group("host"), "port": port, "path": path}, ""
+    return {
+        "user": match.group("user"),
+        "host": match.group("host"),
+        "port": port,
+        "path": path,
+    }, ""
 
 
 def host_key(value: Any) -> tuple[str, str]:
     """("type base64", "") or ("", why): one public host key, its blob checked."""
-    why = f"must be one public host key like 'ssh-ed25519 AAAA...' (the remote's, pinned), got {value!r}"
+    why = f"must be one public host key like 'ssh-ed25519 AAAA...' (the remote's), got {value!r}"
     if not isinstance(value, str) or not value.strip() or not value.isprintable():
         return "", why
     words = value.split()

@@ -53,7 +53,10 @@ def test_fleet_values_and_a_municipality_override(inv: InventoryCopy) -> None:
         2222,
         "/srv/kallikratis",
     )
-    assert remote.repository("archanes") == "ssh://kk@offsite.example.org:2222/srv/kallikratis/archanes"
+    assert (
+        remote.repository("archanes")
+        == "ssh://kk@offsite.example.org:2222/srv/kallikratis/archanes"
+    )
     assert remote.repository_path("archanes") == "/srv/kallikratis/archanes"
     assert remote.known_hosts_line() == f"[offsite.example.org]:2222 {ED25519}"
 
@@ -154,13 +157,17 @@ BAD: dict[str, Bad] = {
         "backup_remote.url",
     ),
     "remote-shell": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote=REMOTE | {"url": "ssh://b@x.org/a;reboot"}),
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"url": "ssh://b@x.org/a;reboot"}
+        ),
         HOSTS,
         "hersonissos",
         "backup_remote.url",
     ),
     "remote-option-injection": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote=REMOTE | {"url": "ssh://-oProxyCommand=x/a"}),
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"url": "ssh://-oProxyCommand=x/a"}
+        ),
         HOSTS,
         "hersonissos",
         "backup_remote.url",
@@ -207,7 +214,9 @@ BAD: dict[str, Bad] = {
         "never trusted on first use",
     ),
     "remote-host-key-not-base64": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote=REMOTE | {"host_key": "ssh-ed25519 AA*A"}),
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"host_key": "ssh-ed25519 AA*A"}
+        ),
         HOSTS,
         "hersonissos",
         "backup_remote.host_key",
