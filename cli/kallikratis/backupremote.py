@@ -53,6 +53,25 @@ class Leg:
         return not self.error
 
 
+#: what is not borgmatic's own message in its standard error: Python tracebacks (of a logging
+#: handler that failed, e.g. syslog without a listener), blank lines, the help link
+_NOISE = " ".join(
+    f"-e {shlex.quote(p)}"
+    for p in (
+        "^[[:space:]]",
+        "^$",
+        "^Traceback",
+        "^During handling",
+        "^--- Logging error",
+        "^Call stack:",
+        "^Message: ",
+        "^Arguments: ",
+        "Need some help",
+        "^[A-Za-z]*Error: \\[Errno",
+    )
+)
+
+
 def create_script(
     slug: str,
     remote: bool,
@@ -75,8 +94,8 @@ def create_script(
         f"--encryption {shlex.quote(encryption)} >/dev/null && "
         'borgmatic --config "$2" create --json >&3; } 2>&1 ) || kk_rc=$?',
         f'  printf \'\\n{LEG_MARK}%s %s\\n\' "$1" "$kk_rc"',
-        f'  if [ "$kk_rc" -ne 0 ]; then printf \'%s\\n\' "$kk_err" | tail -n 20 '
-        f"| sed 's/^/{ERR_MARK}/'; fi",
+        f'  if [ "$kk_rc" -ne 0 ]; then printf \'%s\\n\' "$kk_err" | grep -v {_NOISE} '
+        f"| tail -n 12 | sed 's/^/{ERR_MARK}/'; fi",
         "}",
         f"kk_leg {CONTROL_LABEL} {shlex.quote(control_config)}",
     ]
@@ -125,7 +144,8 @@ def parse_legs(text: str) -> dict[str, Leg]:
 #: what ssh and borg say when the remote is the problem, and what the sysadmin should do
 _REMOTE_CAUSES = (
     (
-        ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED"),
+        # borg passes on the first line of ssh's complaint only: its banner of @ signs
+        ("Host key verification failed", "HOST IDENTIFICATION HAS CHANGED", "Remote: @@@@@@@@"),
         "the remote's SSH host key is not the one pinned in backup_remote.host_key (a new "
         "server, or someone in between): check it with the remote's operator",
     ),
