@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kallikratis import backupremote, backups, model
+from kallikratis import backupmetrics, backupremote, backups, model
 from kallikratis.errors import KallikratisError
 from support import DATA
 
@@ -389,3 +389,40 @@ def test_remote_keys_line_at_work_append_only_own_repository_only(
     refused = borg("list", repo)
     assert refused.returncode != 0
     assert backupremote.explain(refused.stderr).startswith("the remote's SSH host key")
+
+
+# --------------------------------------------------------------------------- metrics
+
+PROMTOOL = shutil.which("promtool")
+
+
+def _metrics(o: backups.Outcome) -> dict[str, str]:
+    files = backupmetrics.textfiles(o, 1764583200.0)
+    if PROMTOOL is not None:  # the node exporter's textfile format, as Prometheus reads it
+        for text in files.values():
+            done = subprocess.run(
+                [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+    return files
+
+
+def test_a_partial_run_counts_for_control_not_for_the_remote() -> None:
+    o, _, _ = _backup(legs_output(CREATED, None), REMOTE)
+    files = _metrics(o)
+    assert sorted(files) == [
+        "kallikratis-backup-hersonissos.prom",
+        "kallikratis-backup-run-hersonissos.prom",
+    ]
+    run = files["kallikratis-backup-run-hersonissos.prom"]
+    assert 'kallikratis_backup_last_run_success{municipality="hersonissos"} 1' in run
+    assert 'kallikratis_backup_last_run_remote_success{municipality="hersonissos"} 0' in run
+
+
+def test_both_copies_write_the_remote_timestamp_and_no_remote_writes_none() -> None:
+    o, _, _ = _backup(legs_output(CREATED, CREATED), REMOTE)
+    remote = _metrics(o)["kallikratis-backup-remote-hersonissos.prom"]
+    line = 'kallikratis_backup_remote_last_success_timestamp_seconds{municipality="hersonissos"}'
+    assert f"{line} 1764583200" in remote
+    plain, _, _ = _backup(CREATED, None)
+    assert not any("remote" in text for text in _metrics(plain).values())
