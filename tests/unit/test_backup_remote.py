@@ -72,6 +72,17 @@ def test_a_failed_leg_says_why_and_the_other_keeps_its_archive() -> None:
     assert backupremote.explain(legs["offsite"].error).startswith("the remote cannot be reached")
 
 
+def test_recorded_two_legs_with_the_remote_failing() -> None:
+    """Recorded from the create script with this machine's borgmatic 1.7 (the off-site
+    repository's parent directory missing)."""
+    text = (BORG_DATA / "create-two-legs-remote-failed.txt").read_text()
+    legs = backupremote.parse_legs(text)
+    made = backups.parse_create(legs["control"].json)
+    assert backups.owns("hersonissos", made.name) and made.nfiles == 1
+    assert "Error running actions for repository" in legs["offsite"].error
+    assert "/tmp/kkoff/nodir/r2" in legs["offsite"].error
+
+
 def test_borgmatics_bare_json_is_controls_leg() -> None:
     legs = backupremote.parse_legs(CREATED)
     assert list(legs) == ["control"] and legs["control"].ok

@@ -179,3 +179,29 @@ def test_what_the_inventory_accepts_the_roles_assert_accepts(url: str, repositor
         }
     )
     assert all(_evaluate("{{ " + c + " }}", variables) for c in conditions)
+
+
+def test_a_municipalitys_firewall_lets_it_reach_the_remote_and_opens_nothing_new() -> None:
+    """The VM's nftables filter inbound only: the remote's HOST:PORT is reached through the
+    output chain's accept policy, and a backup_remote adds no inbound rule."""
+    base = {
+        "ansible_managed": "x",
+        "kallikratis_mgmt_networks": ["10.42.0.1/32", "10.42.0.5/32"],
+        "kallikratis_apt_sources": [],
+    }
+    plain = render("base", "etc/nftables.conf.j2", base)
+    with_remote = render(
+        "base", "etc/nftables.conf.j2", base | {"kallikratis_backup_store": _store(REMOTE_VARS)}
+    )
+    assert plain == with_remote
+    output = plain[plain.index("chain output") :]
+    assert output.split("}")[0].split("{")[1].split() == [
+        "type",
+        "filter",
+        "hook",
+        "output",
+        "priority",
+        "filter;",
+        "policy",
+        "accept;",
+    ]
