@@ -25,6 +25,7 @@ from typing import Any
 
 from kallikratis import model
 from kallikratis.errors import KallikratisError
+from kallikratis.paths import FleetState
 from kallikratis.stackvars import REMOTE_LABEL
 
 #: roles/backup's backup_config_file and backup_offsite_config_file
@@ -183,6 +184,15 @@ def authorized_keys_line(remote: model.BackupRemote, slug: str, public_key: str)
         raise KallikratisError(f"{slug}: the backup public key is malformed: {public_key[:80]!r}")
     key = " ".join(words[:2])
     return f'restrict,command="{forced_command(remote, slug)}" {key} kallikratis-backup@{slug}'
+
+
+def public_keys(tenants: list[model.Municipality], paths: FleetState) -> dict[str, str]:
+    """slug -> the public half of its backup key as the controller keeps it ("" = none yet)."""
+    out = {}
+    for m in tenants:
+        path = paths.backup_public_key(m.slug)
+        out[m.slug] = path.read_text().strip() if path.exists() else ""
+    return out
 
 
 @dataclass(frozen=True)

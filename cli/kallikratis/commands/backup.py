@@ -8,7 +8,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import backupmetrics, backupremote, backups, backupstore, model, secrets
+from kallikratis import backupmetrics, backups, backupstore, model, secrets
+from kallikratis.commands import backupoffsite as offsite
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -128,8 +129,8 @@ def backup_cmd(
       kallikratis backup hersonissos --json
       kallikratis backup remote-keys
     """
-    if names == (REMOTE_KEYS,) and not all_ and REMOTE_KEYS not in _slugs(ctx):
-        _remote_keys(ctx, as_json)
+    if names == (offsite.REMOTE_KEYS,) and not all_ and not offsite.is_municipality(ctx):
+        offsite.print_remote_keys(ctx, as_json)
         return
     if all_ and names:
         raise UsageError("give NAMES or --all, not both")
@@ -193,52 +194,6 @@ def _remote_json(o: backups.Outcome) -> dict[str, Any] | None:
         "archive": _archive_json(o.remote_archive),
         "detail": o.remote_detail,
     }
-
-
-#: `kallikratis backup remote-keys`: not a municipality (unless one is named so)
-REMOTE_KEYS = "remote-keys"
-
-
-def _slugs(ctx: Context) -> set[str]:
-    return {m.slug for m in ctx.fleet.municipalities}
-
-
-def _remote_keys(ctx: Context, as_json: bool) -> None:
-    """What the off-site remote's operator installs: per municipality, its repository and
-    the authorized_keys line of its VM's backup PUBLIC key (no secret is read)."""
-    fleet = ctx.fleet
-    mine = ctx.engine.keys.paths
-    public = {}
-    for m in fleet.tenants:
-        path = mine.backup_public_key(m.slug)
-        public[m.slug] = path.read_text().strip() if path.exists() else ""
-    found = backupremote.remote_keys(list(fleet.tenants), public)
-    if not found:
-        raise UsageError("no municipality has a backup_remote: nothing to authorize off-site")
-    missing = [k.slug for k in found if not k.authorized_keys]
-    if as_json:
-        emit_json(
-            {
-                "municipalities": [
-                    {
-                        "slug": k.slug,
-                        "repository": k.repository,
-                        "authorized_keys": k.authorized_keys or None,
-                    }
-                    for k in found
-                ]
-            }
-        )
-    else:
-        for k in found:
-            if k.authorized_keys:
-                console.print(f"# {esc(k.slug)}: {esc(k.repository)}", soft_wrap=True)
-                console.print(esc(k.authorized_keys), soft_wrap=True)
-    if missing:
-        console_err.print(
-            f"[yellow]warning:[/] no backup key yet for {esc(', '.join(missing))}: "
-            "`kallikratis deploy NAME` makes it, then run this again"
-        )
 
 
 def _check_json(c: backupstore.CheckResult | None) -> dict[str, Any] | None:
