@@ -34,6 +34,20 @@ REMOTE_RE = re.compile(
 )
 
 
+#: control's backup-store volume (GiB); qcow2 is sparse: only what is written takes space
+DEFAULT_VOLUME_GIB = 50
+
+
+def backup_volume_gib(value: Any) -> tuple[int, Problems]:
+    """GiB of control's own volume for the repositories (``backup_volume_gib``)."""
+    if value is None:
+        return DEFAULT_VOLUME_GIB, []
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+        why = f"must be a whole number of GiB between 1 and 65536, got {value!r}"
+        return DEFAULT_VOLUME_GIB, [("backup_volume_gib", why)]
+    return value, []
+
+
 def backup_keep(value: Any) -> tuple[dict[str, int], Problems]:
     """Archives kept per period after each backup's prune: {daily, weekly, monthly}."""
     if value is None:

@@ -36,6 +36,10 @@ CENTRAL_ROLES = ("control", "hub")
 NWFILTER = "clean-traffic"
 DISK_SUFFIX = ".qcow2"
 SEED_SUFFIX = "-seed.iso"
+#: control's own volume for the backup store (an empty qcow2, ext4 inside, mounted at
+#: /srv/backups by roles/backupstore); the guest finds it by its serial
+DATA_SUFFIX = "-backups.qcow2"
+DATA_SERIAL = "kk-backups"
 
 
 def vm_name(fleet: str, slug: str) -> str:
@@ -48,9 +52,14 @@ def volume_names(vm: str) -> tuple[str, str]:
     return f"{vm}{DISK_SUFFIX}", f"{vm}{SEED_SUFFIX}"
 
 
+def data_volume_name(vm: str) -> str:
+    """The name of control's backup-store volume in the storage pool."""
+    return f"{vm}{DATA_SUFFIX}"
+
+
 def slug_of(fleet: str, name: str) -> str | None:
-    """The reverse: the slug a domain or a disk/seed volume name of *fleet* belongs to, if any."""
-    base = name.removesuffix(SEED_SUFFIX).removesuffix(DISK_SUFFIX)
+    """The reverse: the slug a domain or a disk/seed/data volume name of *fleet* belongs to."""
+    base = name.removesuffix(SEED_SUFFIX).removesuffix(DATA_SUFFIX).removesuffix(DISK_SUFFIX)
     prefix = vm_name(fleet, "")
     return base[len(prefix) :] if base.startswith(prefix) else None
 
@@ -187,6 +196,8 @@ class Municipality:
     logo_file: str = ""
     #: the center's own VM (inventory group `central`) and what it runs; () for a municipality
     central_roles: tuple[str, ...] = ()
+    #: GiB of control's own backup-store volume (0: none, the repositories on the root disk)
+    backup_volume_gib: int = 0
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -206,6 +217,11 @@ class Municipality:
     @property
     def seed_volume(self) -> str:
         return volume_names(self.vm_name)[1]
+
+    @property
+    def data_volume(self) -> str:
+        """control's backup-store volume ("" when the VM has none)."""
+        return data_volume_name(self.vm_name) if self.backup_volume_gib else ""
 
 
 @dataclass(frozen=True)
@@ -306,6 +322,7 @@ def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]
         "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
         "isolation": m.isolation,
         **({"central_roles": list(m.central_roles)} if m.is_central else {}),
+        **({"backup_volume_gib": m.backup_volume_gib} if m.backup_volume_gib else {}),
     }
 
 

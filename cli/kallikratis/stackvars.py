@@ -121,6 +121,8 @@ def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> 
         return {
             "kallikratis_backup_clients": clients,
             "kallikratis_backup_store_dir": BACKUP_STORE_DIR,
+            # control's own volume for the repositories, found by its serial ("" = none)
+            "kallikratis_backup_volume_serial": model.DATA_SERIAL if m.backup_volume_gib else "",
             "kallikratis_backup_retention_after_destroy": fleet.backup_retention_after_destroy,
         }
     if control is None:

@@ -123,6 +123,8 @@ def write_spec(
             "watch_services": list(m.watch_services),
             "maintenance": maintenance,
             "central_roles": list(m.central_roles),
+            # control's own volume for the repositories (roles/backupstore mounts it)
+            "backup_volume_label": model.DATA_SERIAL if m.backup_volume_gib else "",
         }
         for m in selection
     }

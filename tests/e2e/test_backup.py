@@ -236,6 +236,16 @@ def test_an_unreachable_vm_fails_alone_and_a_killed_backup_leaves_a_clean_reposi
         CONTROL, f"sudo -u borg borg check --repository-only /srv/backups/{SLUG} 2>&1; echo rc=$?"
     )
     assert check.strip().endswith("rc=0"), check
+    # control's own weekly check, as its timer runs it (sandboxed unit): every repository clean
+    weekly = lab.fleet.ssh(
+        CONTROL,
+        "sudo systemctl start kallikratis-backup-check.service; echo rc=$?;"
+        " systemctl show -p Result --value kallikratis-backup-check.service",
+        timeout=600,
+    )
+    assert weekly.split()[-2:] == ["rc=0", "success"], weekly
+    on = lab.fleet.ssh(CONTROL, "findmnt --noheadings --output LABEL --mountpoint /srv/backups")
+    assert on.strip() == "kk-backups", "the repositories are not on control's own volume"
 
 
 # --------------------------------------------------------------------------- the off-site copy
