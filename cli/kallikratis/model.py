@@ -118,6 +118,37 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class BackupRemote:
+    """The off-site second copy (``backup_remote``): a borg server run by someone else.
+
+    ``url`` is the base ``ssh://user@host[:port]/absolute/path``; each municipality's
+    repository is ``<path>/<slug>`` under it. ``host_key`` ("type base64") is pinned on the
+    VMs: they never trust the remote on first use.
+    """
+
+    url: str
+    user: str
+    host: str
+    port: int
+    path: str
+    host_key: str
+
+    def repository(self, slug: str) -> str:
+        """*slug*'s repository as borg on the VM names it."""
+        return f"ssh://{self.user}@{self.host}:{self.port}{self.path}/{slug}"
+
+    def repository_path(self, slug: str) -> str:
+        """*slug*'s repository on the remote's disk (its forced command restricts to it)."""
+        return f"{self.path}/{slug}"
+
+    def known_hosts_line(self) -> str:
+        """OpenSSH's known_hosts line: a port-22 host plain, any other as [host]:port."""
+        bare = self.host.strip("[]")
+        name = bare if self.port == 22 else f"[{bare}]:{self.port}"
+        return f"{name} {self.host_key}"
+
+
+@dataclass(frozen=True)
 class Hypervisor:
     name: str
     uri: str
@@ -151,8 +182,8 @@ class Municipality:
     backup_keep: Mapping[str, int] = field(
         default_factory=lambda: {"daily": 7, "weekly": 4, "monthly": 6}, hash=False
     )
-    #: backups: the off-site copy's ssh:// URL ("" = none; validated, copy not implemented yet)
-    backup_remote: str = ""
+    #: backups: the off-site second copy (None = none)
+    backup_remote: BackupRemote | None = None
     #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     #: who issues the TLS certificate (TLS_MODES)

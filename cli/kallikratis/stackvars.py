@@ -134,7 +134,26 @@ def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> 
             "user": BACKUP_STORE_USER,
             "repository": backup_repository(control, m.slug),
             "known_hosts": known_host_lines(mine.known_hosts, control.slug),
+            "remote": remote_vars(m),
         }
+    }
+
+
+#: the off-site copy's label in borgmatic's configuration and in outcomes
+REMOTE_LABEL = "offsite"
+
+
+def remote_vars(m: model.Municipality) -> dict[str, Any]:
+    """The off-site copy (``backup_remote``) as roles/backup needs it; {} = none."""
+    r = m.backup_remote
+    if r is None:
+        return {}
+    return {
+        "label": REMOTE_LABEL,
+        "host": r.host.strip("[]"),
+        "port": r.port,
+        "repository": r.repository(m.slug),
+        "known_hosts": [r.known_hosts_line()],
     }
 
 

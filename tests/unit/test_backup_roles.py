@@ -144,8 +144,12 @@ TENANT = {
 
 
 def _config(modules: list[str]) -> dict[str, Any]:
+    target = {"file": "/etc/borgmatic/config.yaml", "repository": STORE["repository"]}
     text = render(
-        "backup", "etc/borgmatic/config.yaml.j2", TENANT | {"kallikratis_modules": modules}
+        "backup",
+        "etc/borgmatic/config.yaml.j2",
+        TENANT | {"kallikratis_modules": modules},
+        backup_target=target | {"label": "control"},
     )
     assert "unit-test-passphrase-never-in-config" not in text
     data: dict[str, Any] = yaml.safe_load(text)
