@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kallikratis import model, ssh, verifyprogress
+from kallikratis import model, ssh, stackvars, verifyprogress
 from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
 from kallikratis.paths import StateDir
@@ -123,6 +123,8 @@ def write_spec(
             "watch_services": list(m.watch_services),
             "maintenance": maintenance,
             "central_roles": list(m.central_roles),
+            # the network a portal names in its schema.org JSON-LD ({} without a hub)
+            "hub": {} if m.is_central else stackvars.hub_link(fleet),
         }
         for m in selection
     }
