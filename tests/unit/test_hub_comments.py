@@ -5,6 +5,8 @@ Same counts either way; the requests the field saves are counted run by run."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from hubsupport import write_config
 from kallikratis_hub import harvest
 from test_hub_harvest import rows
+from test_portal_php import PHP, PLUGINS, PORTAL, render
 
 from tests.helpers.loopback import http_server
 from tests.helpers.portalstandin import Portal, Region
@@ -103,3 +106,61 @@ def test_no_personal_data_either_way(region, tmp_path: Path) -> None:
     harvest.run(cfg, NOW)
     db = (cfg.state_dir / "hub.db").read_bytes()
     assert "Ελένη".encode() not in db and "Σχόλιο".encode() not in db
+
+
+#: WordPress's functions the REST field touches, over a tiny table of posts and counts:
+#: consultation 60 (3 comments) with articles 61 (4) and 62 (1), consultation 50 (7)
+WP_STUBS = """<?php
+define('ABSPATH', '/usr/share/wordpress/');
+final class WP_Post { public int $ID = 0; public int $post_parent = 0; }
+$hooks = []; $fields = [];
+$posts = [60 => 0, 61 => 60, 62 => 60, 50 => 0];
+$comments = [60 => 3, 61 => 4, 62 => 1, 50 => 7];
+function add_action($hook, $callback, ...$rest) { $GLOBALS['hooks'][$hook][] = $callback; }
+function add_filter(...$args) {}
+function register_rest_field($type, $name, $args) { $GLOBALS['fields'][] = [$type, $name, $args]; }
+function get_post($id) {
+    $id = is_object($id) ? $id->ID : (int) $id;
+    if (!isset($GLOBALS['posts'][$id])) { return null; }
+    $post = new WP_Post();
+    [$post->ID, $post->post_parent] = [$id, $GLOBALS['posts'][$id]];
+    return $post;
+}
+function get_comments_number($post) { return (string) $GLOBALS['comments'][$post->ID]; }
+function get_children($query) {
+    $out = [];
+    foreach ($GLOBALS['posts'] as $id => $parent) {
+        if ($parent === $query['post_parent']) { $out[$id] = get_post($id); }
+    }
+    return $out;
+}
+require %s;
+foreach ($hooks['rest_api_init'] ?? [] as $callback) { $callback(); }
+$out = [];
+foreach ($fields as [$type, $name, $args]) {
+    $values = [];
+    foreach ([60, 61, 62, 50, 99] as $id) { $values[$id] = ($args['get_callback'])(['id' => $id]); }
+    $out[] = ['type' => $type, 'name' => $name, 'update' => $args['update_callback'],
+              'schema' => $args['schema'], 'values' => $values];
+}
+echo json_encode($out);
+"""
+
+
+def test_the_portal_s_rest_field_counts_a_consultation_and_its_articles(tmp_path: Path) -> None:
+    """The consultations plugin as the role renders it, run by PHP over WordPress stand-ins:
+    the field the harvester reads is registered read-only and sums what the pages sum."""
+    plugin = tmp_path / "kallikratis-consultations.php"
+    template = f"{PLUGINS.relative_to(PORTAL / 'templates')}/kallikratis-consultations.php.j2"
+    plugin.write_text(render(template, "el"), encoding="utf-8")
+    driver = tmp_path / "driver.php"
+    driver.write_text(WP_STUBS % json.dumps(str(plugin)), encoding="utf-8")
+    res = subprocess.run(
+        [str(PHP), str(driver)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    (registered,) = json.loads(res.stdout)
+    assert (registered["type"], registered["name"]) == ("consultation", "kallikratis_comments")
+    assert registered["update"] is None and registered["schema"]["readonly"] is True
+    assert registered["schema"]["type"] == "integer"
+    assert registered["values"] == {"60": 3 + 4 + 1, "61": 4, "62": 1, "50": 7, "99": 0}
