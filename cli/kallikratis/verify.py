@@ -117,14 +117,14 @@ def write_spec(
             if "control" in m.central_roles
             else [],
             "language": m.language,
+            # the network a portal names in its schema.org JSON-LD ({} without a hub)
+            "hub": {} if m.is_central else stackvars.hub_link(fleet),
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
             "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
             "datasets": list(m.datasets),
             "watch_services": list(m.watch_services),
             "maintenance": maintenance,
             "central_roles": list(m.central_roles),
-            # the network a portal names in its schema.org JSON-LD ({} without a hub)
-            "hub": {} if m.is_central else stackvars.hub_link(fleet),
         }
         for m in selection
     }

@@ -106,6 +106,7 @@ def test_the_organization_names_its_url_area_and_hub(tmp_path: Path) -> None:
     assert org["@context"] == "https://schema.org"
     assert org["@id"] == f"https://{DOMAIN}/#organization"  # the hub's DCAT publisher IRI
     assert org["url"] == f"https://{DOMAIN}/"
+    assert org["knowsLanguage"] == "el"
     assert org["memberOf"] == {
         "@type": "Organization",
         "@id": HUB["url"],
