@@ -66,10 +66,22 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
 
 def tenant_vars(fleet: model.Fleet) -> dict[str, Any]:
     """What a municipality's plays need to know of the center: the control VMs (tasks
-    delegated to them register the municipality with the monitoring)."""
+    delegated to them register the municipality with the monitoring) and the regional hub
+    its portal names as the network it belongs to (schema.org memberOf; {} without a hub)."""
     return {
-        "kallikratis_control_hosts": [c.slug for c in fleet.central if "control" in c.central_roles]
+        "kallikratis_control_hosts": [
+            c.slug for c in fleet.central if "control" in c.central_roles
+        ],
+        "kallikratis_hub": hub_link(fleet),
     }
+
+
+def hub_link(fleet: model.Fleet) -> dict[str, str]:
+    """The fleet's interoperability hub as the portals link to it: its name and public URL."""
+    hub = fleet.hub
+    if hub is None:
+        return {}
+    return {"name": hub.display_name, "url": f"https://{hub.domain}/"}
 
 
 def central_vars(fleet: model.Fleet, m: model.Municipality) -> dict[str, Any]:
