@@ -47,4 +47,4 @@ def test_the_field_scan_finds_the_inventory_fields() -> None:
 def test_no_role_default_is_named_like_an_inventory_field() -> None:
     fields = inventory_fields() - DIRECT_OVERRIDES
     clashes = {n: f for n, f in role_defaults().items() if n in fields}
-    assert clashes == {}, f"role defaults overridden by inventory fields of the same name: {clashes}"
+    assert clashes == {}, f"role defaults overridden by same-named inventory fields: {clashes}"
