@@ -89,6 +89,13 @@ class Engine:
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
+    def backend_factory(self, uri: str) -> LibvirtBackend:
+        """A connection to *uri*: this engine's own one when one of its hypervisors has it."""
+        for name, hv in self.fleet.hypervisors.items():
+            if hv.uri == uri:
+                return self.backend(name)
+        return self._factory(uri)
+
     def backend(self, hv_name: str) -> LibvirtBackend:
         with self._lock:
             if hv_name not in self._backends:

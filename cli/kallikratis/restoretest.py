@@ -98,7 +98,9 @@ class RestoreTest:
         control: Guest | None,
         passphrase: Callable[[], str],
         progress: Phase = lambda _phase: None,
+        keep_on_failure: bool = False,
     ) -> None:
+        self.keep_on_failure = keep_on_failure
         self.fleet = fleet
         self.m = m
         self.state_dir = state_dir
@@ -134,7 +136,10 @@ class RestoreTest:
             o.detail = exc.message
         finally:
             try:
-                self._phase(o, "removing the throwaway", self.remove)
+                if o.result != "passed" and self.keep_on_failure:
+                    o.leftover = "kept for inspection (--keep-on-failure); the next run removes it"
+                else:
+                    self._phase(o, "removing the throwaway", self.remove)
             except KallikratisError as exc:
                 o.leftover = exc.message
                 o.result = "failed"
