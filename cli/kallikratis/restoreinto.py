@@ -107,8 +107,10 @@ def dump_text_script(path: str, kind: str) -> str:
     )
 
 
-def place_script(m: model.Municipality, dumps: Dumps) -> str:
-    """On the target VM: files into place, dumps loaded, Kolibri restarted, staging removed."""
+def place_script(m: model.Municipality, dumps: Dumps, site_moved: bool = False) -> str:
+    """On the target VM: files into place, dumps loaded, Kolibri restarted, staging removed.
+    *site_moved*: the archive is another municipality's (`restore --to-new`), whose
+    WordPress addresses are replaced by the target's own domain."""
     education = "education" in m.modules
     uploads_src = f"{STAGING}/{UPLOADS_PATH}"
     kolibri_src = f"{STAGING}{KOLIBRI_HOME}"
@@ -121,6 +123,13 @@ def place_script(m: model.Municipality, dumps: Dumps) -> str:
             f"mv {uploads_src} /{UPLOADS_PATH}; fi",
             f"mariadb {WP_DATABASE} < {shlex.quote(dumps.wordpress)}",
         ]
+        if site_moved:
+            url = f"https://{m.domain}"  # a validated domain name: no quote in it
+            sql = (
+                f"UPDATE wp_options SET option_value = '{url}' "
+                "WHERE option_name IN ('siteurl', 'home')"
+            )
+            lines.append(f"mariadb {WP_DATABASE} -e {shlex.quote(sql)}")
     if education:
         lines += [
             f"if [ -d {kolibri_src} ]; then cp -a {kolibri_src}/. {KOLIBRI_HOME}/; fi",
@@ -261,12 +270,18 @@ class Transplant:
         c.uploads = self.expected_uploads("portal" in m.modules)
         return c
 
-    def place(self, m: model.Municipality) -> restorecontent.Content:
-        """Locate the dumps, read the expected content, put everything in place."""
+    def place(self, m: model.Municipality, moved: bool = False) -> restorecontent.Content:
+        """Locate the dumps, read the expected content, put everything in place (*m*: the
+        target VM's municipality; *moved*: see :func:`place_script`)."""
         dumps = parse_located(self.target.run(locate_script(m)))
         expected = self.expected(m, dumps)
-        self.target.run(place_script(m, dumps), RELAY_TIMEOUT)
+        self.target.run(place_script(m, dumps, site_moved=moved), RELAY_TIMEOUT)
         return expected
+
+    def run(self, m: model.Municipality, moved: bool = False) -> restorecontent.Content:
+        """The whole restore into *m*'s VM: receive, place; the archive's expected content."""
+        self.receive()
+        return self.place(m, moved)
 
     def actual(self, m: model.Municipality) -> restorecontent.Content:
         return parse_actual(self.target.run(actual_script(m), RELAY_TIMEOUT))

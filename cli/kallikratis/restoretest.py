@@ -188,7 +188,7 @@ class RestoreTest:
 
     def restore(self, archive: str) -> None:
         _, t = self._ready()
-        self.expected = self.transplant(archive).place(t)
+        self.expected = self.transplant(archive).run(t)
 
     def verify(self) -> tuple[bool, str]:
         return verify_step(*self._ready())
