@@ -23,10 +23,11 @@ import threading
 from dataclasses import dataclass
 
 from kallikratis import model, restorecontent
-from kallikratis.backups import LOCK_WAIT, repository_path, store_script
+from kallikratis.backups import LOCK_WAIT, store_script
 from kallikratis.errors import KallikratisError
 from kallikratis.guest import Guest, GuestError
 from kallikratis.restore import KOLIBRI_HOME, KOLIBRI_USER, UPLOADS_PATH
+from kallikratis.stackvars import BACKUP_STORE_DIR, BACKUP_STORE_USER
 
 #: where the archive is unpacked on the target VM (root only), removed once placed
 STAGING = "/var/lib/kallikratis-restore/staging"
@@ -35,6 +36,7 @@ KOLIBRI_DB = f"{KOLIBRI_HOME}/db.sqlite3"
 WP_DATABASE = "wordpress"  # roles/backup: backup_portal_database
 #: the dumps' names in the archive: borgmatic 1.9 (trixie) writes
 #: borgmatic/<hook>/<host>/<name>, 1.7 root/.borgmatic/<hook>/<host>/<name>
+DUMP_ROOTS = ("borgmatic", "root/.borgmatic")
 DUMPS = {
     "wordpress": ("mariadb_databases", WP_DATABASE),
     "kolibri": ("sqlite_databases", "kolibri"),
@@ -49,27 +51,31 @@ class Dumps:
     kolibri: str = ""
 
 
-def export_script(slug: str, archive: str) -> str:
+def export_script(
+    slug: str, archive: str, user: str = BACKUP_STORE_USER, home: str = BACKUP_STORE_DIR
+) -> str:
     """On control: the archive as a tar stream on stdout (the passphrase on stdin)."""
-    argv = ["--lock-wait", LOCK_WAIT, "export-tar", f"{repository_path(slug)}::{archive}", "-"]
-    return store_script([argv], keyed=[True], data=True)
+    argv = ["--lock-wait", LOCK_WAIT, "export-tar", f"{home}/{slug}::{archive}", "-"]
+    return store_script([argv], keyed=[True], data=True, user=user, home=home)
 
 
-def list_script(slug: str, archive: str) -> str:
+def list_script(
+    slug: str, archive: str, user: str = BACKUP_STORE_USER, home: str = BACKUP_STORE_DIR
+) -> str:
     """On control: the archive's items, one JSON object a line."""
-    argv = ["--lock-wait", LOCK_WAIT, "list", "--json-lines", f"{repository_path(slug)}::{archive}"]
-    return store_script([argv], keyed=[True], data=True)
+    argv = ["--lock-wait", LOCK_WAIT, "list", "--json-lines", f"{home}/{slug}::{archive}"]
+    return store_script([argv], keyed=[True], data=True, user=user, home=home)
 
 
-def receive_script() -> str:
+def receive_script(staging: str = STAGING) -> str:
     """On the target VM: a tar stream on stdin unpacked into an empty staging directory."""
+    s = shlex.quote(staging)
     return (
-        f"rm -rf {STAGING}\ninstall -d -m 0700 {STAGING}\n"
-        f"tar -x --same-owner --same-permissions -C {STAGING} -f -\n"
+        f"rm -rf {s}\ninstall -d -m 0700 {s}\ntar -x --same-owner --same-permissions -C {s} -f -\n"
     )
 
 
-def locate_script(m: model.Municipality) -> str:
+def locate_script(m: model.Municipality, staging: str = STAGING) -> str:
     """On the target VM: each needed dump's path (``name<TAB>path``); fails naming a missing
     one."""
     lines = []
@@ -77,7 +83,13 @@ def locate_script(m: model.Municipality) -> str:
     for name, (hook, db) in DUMPS.items():
         if not needed[name]:
             continue
-        found = f"$(find {STAGING} -type f -path '*/{hook}/*' -name {shlex.quote(db)} | head -n 1)"
+        where = " -o ".join(
+            f"-path {shlex.quote(f'{staging}/{layout}/{hook}/*')}" for layout in DUMP_ROOTS
+        )
+        found = (
+            f"$(find {shlex.quote(staging)} -type f \\( {where} \\) -name {shlex.quote(db)}"
+            " | head -n 1)"
+        )
         why = (
             f"the archive has no {hook} dump of {db} (borgmatic/{hook}/localhost/{db} or "
             f"root/.borgmatic/{hook}/localhost/{db}): was it made by roles/backup?"
@@ -223,12 +235,15 @@ def relay(source: list[str], stdin: str, sink: list[str], timeout: float = RELAY
         raise GuestError(f"the archive's relay timed out after {timeout:.0f} s") from None
     finally:
         reader.join(timeout=10)
-    src_err = b"".join(errors).decode(errors="replace").strip()[-600:]
+    problems = []  # both when both failed: which one broke the pipe is not always clear
     if src.returncode != 0:
-        raise GuestError(f"borg export-tar on control: exit {src.returncode}: {src_err}")
+        tail = b"".join(errors).decode(errors="replace").strip()[-600:]
+        problems.append(f"borg export-tar on control: exit {src.returncode}: {tail}")
     if dst.returncode != 0:
         tail = dst_err.decode(errors="replace").strip()[-600:]
-        raise GuestError(f"tar on the target VM: exit {dst.returncode}: {tail}")
+        problems.append(f"tar on the target VM: exit {dst.returncode}: {tail}")
+    if problems:
+        raise GuestError("; ".join(problems))
 
 
 class Transplant:
