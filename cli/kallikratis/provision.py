@@ -161,6 +161,8 @@ class Engine:
             vm_names = {d.name for d in doms.values()} | {
                 m.vm_name for m in self.fleet.municipalities
             }
+            # another fleet's VM whose name starts like ours (a restore test's <fleet>-rt-*)
+            vm_names |= {d.name for d in self.backend(hv).domains()}
             for vol in self.backend(hv).volumes(self.fleet.pool.name):
                 slug = model.slug_of(self.fleet.name, vol.name)
                 if slug is None or any(o.slug == slug for o in out):

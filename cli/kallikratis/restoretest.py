@@ -38,7 +38,7 @@ class RestoreTestError(KallikratisError):
 
 
 @dataclass
-class TestOutcome:
+class RestoreTestOutcome:
     """One municipality's restore test."""
 
     slug: str
@@ -120,8 +120,8 @@ class RestoreTest:
         return self._backends[uri]
 
     # -- the run -----------------------------------------------------------------------------
-    def run(self, archive: str) -> TestOutcome:
-        o = TestOutcome(self.m.slug, archive)
+    def run(self, archive: str) -> RestoreTestOutcome:
+        o = RestoreTestOutcome(self.m.slug, archive)
         start = time.monotonic()
         try:
             self._phase(o, "removing leftovers", self.remove)
@@ -147,7 +147,7 @@ class RestoreTest:
             o.seconds = time.monotonic() - start
         return o
 
-    def _phase(self, o: TestOutcome, name: str, action: Callable[[], None]) -> None:
+    def _phase(self, o: RestoreTestOutcome, name: str, action: Callable[[], None]) -> None:
         self.progress(name)
         t = time.monotonic()
         try:
@@ -198,13 +198,13 @@ class RestoreTest:
         engine, t = self._ready()
         return parse_actual(Guest(engine.target(t)).run(actual_script(t), 600))
 
-    def _verify(self, o: TestOutcome) -> None:
+    def _verify(self, o: RestoreTestOutcome) -> None:
         ok, why = self.verify()
         o.verify = "passed" if ok else "failed"
         if not ok:
             raise KallikratisError(why)
 
-    def _content(self, o: TestOutcome) -> None:
+    def _content(self, o: RestoreTestOutcome) -> None:
         actual = self.actual()
         o.expected, o.actual = self.expected.counts(), actual.counts()
         check_content(self.expected, actual)

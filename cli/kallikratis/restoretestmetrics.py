@@ -19,12 +19,12 @@ from collections.abc import Iterable
 
 from kallikratis.backupmetrics import gauge, script
 from kallikratis.guest import Guest, GuestError
-from kallikratis.restoretest import TestOutcome
+from kallikratis.restoretest import RestoreTestOutcome
 
 log = logging.getLogger(__name__)
 
 
-def textfiles(o: TestOutcome, finished: float) -> dict[str, str]:
+def textfiles(o: RestoreTestOutcome, finished: float) -> dict[str, str]:
     label = f'{{municipality="{o.slug}"}}'
     ok = o.result == "passed"
     files = {
@@ -51,7 +51,7 @@ def textfiles(o: TestOutcome, finished: float) -> dict[str, str]:
     return files
 
 
-def publish(outcomes: Iterable[TestOutcome], finished: float, control: Guest) -> str:
+def publish(outcomes: Iterable[RestoreTestOutcome], finished: float, control: Guest) -> str:
     """Write *outcomes* to control; "" or a warning to show."""
     files: dict[str, str] = {}
     for o in outcomes:

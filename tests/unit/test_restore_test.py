@@ -51,6 +51,8 @@ class Steps(RestoreTest):
         self.seen["network_xml"] = be.conn.networkLookupByName(NETWORK).XMLDesc(0)
         self.seen["running"] = be.domain(THROWAWAY_VM).running  # type: ignore[union-attr]
         self.seen["vault"] = secrets.read_secrets(engine.fleet, t.slug, engine.keys)
+        real = Engine(self.fleet, state_dir=self.state_dir, backend_factory=self.factory)
+        self.seen["orphans"] = real.orphans()  # the real fleet's status: no stray volumes
         self._maybe_fail("deploy")
 
     def restore(self, archive: str) -> None:
@@ -151,6 +153,7 @@ def test_the_throwaway_is_a_copy_on_an_isolated_network_without_control(
     assert (t.domain, t.display_name, t.modules) == (m.domain, m.display_name, m.modules)
     assert [x.slug for x in derived.municipalities] == ["hersonissos-rt"]
     assert derived.control is None
+    assert test.seen["orphans"] == []
     assert t.ip in fleet.restore_test_network
     assert derived.network.cidr == fleet.restore_test_network
     assert derived.network.controller == derived.network.gateway
@@ -225,8 +228,12 @@ def test_a_network_another_vm_uses_is_not_removed(
     for meta in root.iterfind("metadata"):
         root.remove(meta)  # not ours: no metadata
     be.conn.defineXML(ET.tostring(root, encoding="unicode"))
+    be.remove_domain(THROWAWAY_VM)
     assert not be.remove_network(NETWORK)
     assert be.network_exists(NETWORK)
+    be.conn.lookupByName("someone-elses-vm").undefine()
+    assert be.remove_network(NETWORK)
+    assert not be.network_exists(NETWORK)
 
 
 def test_the_derived_inventory_is_private_and_gone_afterwards(

@@ -25,14 +25,14 @@ from kallikratis.commands.common import (
 )
 from kallikratis.commands.progress import PhaseBoard
 from kallikratis.errors import KallikratisError, UsageError
-from kallikratis.restoretest import RestoreTest, RestoreTestError, TestOutcome
+from kallikratis.restoretest import RestoreTest, RestoreTestError, RestoreTestOutcome
 from kallikratis.selection import select
 
 #: one restore test of a fleet at a time: they share the isolated network and derived fleet
 LOCK_NAME = "_restore-test"
 
 
-def _json(o: TestOutcome) -> dict[str, Any]:
+def _json(o: RestoreTestOutcome) -> dict[str, Any]:
     return {
         "slug": o.slug,
         "archive": o.archive,
@@ -47,7 +47,7 @@ def _json(o: TestOutcome) -> dict[str, Any]:
     }
 
 
-def _print(outcomes: list[TestOutcome]) -> None:
+def _print(outcomes: list[RestoreTestOutcome]) -> None:
     table = Table(title="restore-test", title_justify="left")
     for col in ("municipality", "result", "archive", "verify", "content (archive)", "time"):
         table.add_column(col)
@@ -70,13 +70,15 @@ def _print(outcomes: list[TestOutcome]) -> None:
             console.print(f"[red]{esc(o.slug)}[/]: {esc(o.detail)}")
 
 
-def _one(ctx: Context, store: backups.Store, m: Any, board: PhaseBoard, keep: bool) -> TestOutcome:
+def _one(
+    ctx: Context, store: backups.Store, m: Any, board: PhaseBoard, keep: bool
+) -> RestoreTestOutcome:
     engine = ctx.engine
     try:
         archive = restore.choose(m.slug, store.archives(m.slug), None)
     except KallikratisError as exc:
         board(m.slug, "failed")
-        return TestOutcome(m.slug, detail=f"no archive to test: {exc.message}")
+        return RestoreTestOutcome(m.slug, detail=f"no archive to test: {exc.message}")
     test = RestoreTest(
         ctx.fleet,
         m,
