@@ -145,7 +145,8 @@ def place_script(m: model.Municipality, dumps: Dumps, site_moved: bool = False) 
     if education:
         lines += [
             f"if [ -d {kolibri_src} ]; then cp -a {kolibri_src}/. {KOLIBRI_HOME}/; fi",
-            f"rm -f {KOLIBRI_DB} {KOLIBRI_DB}-wal {KOLIBRI_DB}-shm",
+            # the original's PID file means nothing here; its database comes from the dump
+            f"rm -f {KOLIBRI_HOME}/server.pid {KOLIBRI_DB} {KOLIBRI_DB}-wal {KOLIBRI_DB}-shm",
             f"sqlite3 {KOLIBRI_DB} < {shlex.quote(dumps.kolibri)}",
             f"chown -R {KOLIBRI_USER}:{KOLIBRI_USER} {KOLIBRI_HOME}",
             "systemctl start kolibri.service",
