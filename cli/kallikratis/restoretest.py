@@ -49,6 +49,9 @@ class RestoreTestOutcome:
     verify: str = ""  # passed | failed | "" (not reached)
     expected: dict[str, int] = field(default_factory=dict)
     actual: dict[str, int] = field(default_factory=dict)
+    #: the archive's public content the check compared (post titles, comment ids, upload
+    #: names and sizes); people's accounts only as counts (``expected``)
+    content: dict[str, object] = field(default_factory=dict)
     detail: str = ""
     #: what the removal left behind ("" = nothing)
     leftover: str = ""
@@ -207,6 +210,11 @@ class RestoreTest:
     def _content(self, o: RestoreTestOutcome) -> None:
         actual = self.actual()
         o.expected, o.actual = self.expected.counts(), actual.counts()
+        o.content = {
+            "posts": dict(self.expected.posts),
+            "comments": sorted(self.expected.comments),
+            "uploads": dict(self.expected.uploads),
+        }
         check_content(self.expected, actual)
 
     def remove(self) -> None:

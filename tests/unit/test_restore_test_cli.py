@@ -143,6 +143,7 @@ def test_a_passed_test_is_journaled_and_handed_to_the_monitoring(
     [row] = json.loads(result.stdout)["results"]
     assert row["result"] == "passed" and row["archive"].startswith("hersonissos-")
     assert row["expected"] == row["actual"] == CONTENT.counts()
+    assert row["content"] == {"posts": {"1": "Ανακοίνωση"}, "comments": [], "uploads": {}}
     assert "removing the throwaway" in row["phases"]
     assert _journal(state_dir)[0].results[0].result == "passed"
     text = _metrics(fleet)

@@ -42,6 +42,7 @@ def _json(o: RestoreTestOutcome) -> dict[str, Any]:
         "verify": o.verify,
         "expected": o.expected,
         "actual": o.actual,
+        "content": o.content,
         "detail": o.detail,
         "leftover": o.leftover,
     }
