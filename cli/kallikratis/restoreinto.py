@@ -306,4 +306,4 @@ class Transplant:
 def check_content(expected: restorecontent.Content, actual: restorecontent.Content) -> None:
     diff = restorecontent.compare(expected, actual)
     if diff:
-        raise KallikratisError("content check: " + "; ".join(diff))
+        raise KallikratisError("; ".join(diff))  # the caller names the phase

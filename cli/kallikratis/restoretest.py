@@ -137,6 +137,9 @@ class RestoreTest:
             o.result = "passed"
         except KallikratisError as exc:
             o.detail = exc.message
+        except Exception as exc:  # noqa: BLE001 - one municipality's test fails alone
+            log.exception("%s: restore test", self.m.slug)
+            o.detail = f"unexpected error: {exc!r}"
         finally:
             try:
                 if o.result != "passed" and self.keep_on_failure:

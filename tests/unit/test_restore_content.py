@@ -164,7 +164,7 @@ def test_every_difference_is_named() -> None:
         "uploads that differ: '2026/12/a.txt'",
         "Kolibri users missing on the restored VM: 'kk-learner-1'",
     ]
-    with pytest.raises(KallikratisError, match="content check: published posts missing"):
+    with pytest.raises(KallikratisError, match="^published posts missing on the restored VM"):
         restoreinto.check_content(_content(), actual)
 
 

@@ -175,7 +175,7 @@ def test_the_throwaway_is_a_copy_on_an_isolated_network_without_control(
         ("deploy", "", "deploy: deploy broke"),
         ("restore", "", "restore: restore broke"),
         ("verify", "failed", "verify: web: portal answers 502"),
-        ("content", "passed", "content check: content check: published posts missing"),
+        ("content", "passed", "content check: published posts missing"),
     ],
 )
 def test_a_failed_test_is_reported_and_still_removed(
