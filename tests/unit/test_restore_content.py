@@ -6,11 +6,12 @@ output; and what differs."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
-from kallikratis import restorecontent, restoreinto
+from kallikratis import model, restorecontent, restoreinto
 from kallikratis.errors import KallikratisError
 from kallikratis.restorecontent import Content
 from support import DATA
@@ -172,3 +173,23 @@ def test_a_changed_title_is_a_difference() -> None:
     actual = _content()
     actual.posts["1"] = "Αλλαγμένη"
     assert restorecontent.compare(_content(), actual) == ["published posts that differ: '1'"]
+
+
+def test_the_placing_follows_the_modules_and_moves_the_site_only_when_asked(
+    test_fleet: model.Fleet,
+) -> None:
+    dumps = restoreinto.Dumps("/s/borgmatic/mariadb_databases/localhost/wordpress", "/s/k")
+    herso = test_fleet.get("hersonissos")  # every module
+    script = restoreinto.place_script(herso, dumps)
+    assert script.index("systemctl stop kolibri") < script.index("sqlite3 /var/lib/kolibri")
+    assert script.index("chown -R kolibri:kolibri") < script.index("systemctl start kolibri")
+    assert "mariadb wordpress < /s/borgmatic/mariadb_databases/localhost/wordpress" in script
+    assert "etc/kallikratis" not in script  # the target's own configuration stays
+    assert "siteurl" not in script
+    assert script.rstrip().endswith(f"rm -rf {restoreinto.STAGING}")
+    moved = restoreinto.place_script(herso, dumps, site_moved=True)
+    [update] = [shlex.split(line)[-1] for line in moved.splitlines() if "UPDATE" in line]
+    assert f"option_value = 'https://{herso.domain}'" in update and "'siteurl', 'home'" in update
+    archanes = test_fleet.get("archanes-asterousia")  # portal and opendata, no Kolibri
+    plain = restoreinto.place_script(archanes, restoreinto.Dumps("/s/w"))
+    assert "kolibri" not in plain and "mariadb wordpress < /s/w" in plain

@@ -193,3 +193,51 @@ def test_schedule_restore_test_is_weekly_and_valid(
     assert "OnCalendar=Sat *-*-* 05:00" in timer
     proc = systemd_verify_units(tmp_path / "units", files)
     assert proc.returncode == 0, proc.stderr
+
+
+class _Target:
+    """The new VM's answers to the content queries (what parse_actual reads)."""
+
+    def __init__(self, posts: dict[str, str]) -> None:
+        self.posts = posts
+
+    def run(self, script: str, timeout: float = 300.0, **_: object) -> str:
+        lines = [json.dumps({"id": k, "title": v}) for k, v in self.posts.items()]
+        return "#posts\n" + "\n".join(lines) + "\n#users\n" + json.dumps({"login": "admin"}) + "\n"
+
+
+class _Transplant:
+    def __init__(self, target: _Target) -> None:
+        self.archive = "hersonissos-2026-12-01T02:00:04"
+        self.target = target
+        self.moved: list[bool] = []
+
+    def run(self, m: model.Municipality, moved: bool = False) -> Content:
+        self.moved.append(moved)
+        return CONTENT
+
+
+@pytest.mark.parametrize(
+    ("posts", "verified", "result", "detail"),
+    [
+        ({"1": "Ανακοίνωση"}, True, "restored", ""),
+        ({"1": "Ανακοίνωση"}, False, "failed", "verifying: verify: web: 502"),
+        ({}, True, "failed", "content check: published posts missing"),
+    ],
+)
+def test_to_new_restores_checks_and_verifies_the_new_vm(
+    test_fleet: model.Fleet, posts: dict[str, str], verified: bool, result: str, detail: str
+) -> None:
+    new = test_fleet.get("archanes-asterousia")
+    transplant = _Transplant(_Target(posts))
+    phases: list[str] = []
+    outcome = restorenew.to_new(
+        new,
+        transplant,  # type: ignore[arg-type]
+        lambda ms: {ms[0].slug: (verified, "web: 502")},
+        phases.append,
+    )
+    assert (outcome.slug, outcome.result) == ("archanes-asterousia", result)
+    assert outcome.detail.startswith(detail)
+    assert transplant.moved == [True]  # WordPress' addresses become the new VM's
+    assert phases[0] == "restoring files and databases"
