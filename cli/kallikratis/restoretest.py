@@ -228,7 +228,7 @@ class RestoreTest:
         for hv in self.fleet.hypervisors.values():
             be = self.factory(hv.uri)
             be.remove_domain(vm)
-            vmresources.remove_volumes(be, self.fleet, vm)  # the seed wiped, as destroy does
+            vmresources.remove_volumes(be, self.fleet, vm)  # disk and seed, as destroy does
             if self.engine is not None and self.t is not None:  # the network may stay
                 vmresources.reserve_address(be, self.engine.fleet, self.t, False)
             if not be.domains(derived):  # no other throwaway on it
