@@ -9,7 +9,15 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import backups, restore, restorefleet, restoretestmetrics, runlock, secrets
+from kallikratis import (
+    backups,
+    model,
+    restore,
+    restorefleet,
+    restoretestmetrics,
+    runlock,
+    secrets,
+)
 from kallikratis.commands.audit import audited
 from kallikratis.commands.backup import store_of
 from kallikratis.commands.common import (
@@ -72,7 +80,7 @@ def _print(outcomes: list[RestoreTestOutcome]) -> None:
 
 
 def _one(
-    ctx: Context, store: backups.Store, m: Any, board: PhaseBoard, keep: bool
+    ctx: Context, store: backups.Store, m: model.Municipality, board: PhaseBoard, keep: bool
 ) -> RestoreTestOutcome:
     engine = ctx.engine
     try:
