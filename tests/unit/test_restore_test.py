@@ -259,3 +259,60 @@ def test_a_name_too_long_for_a_vm_is_refused(inv: InventoryCopy) -> None:
     f = inv.load()
     with pytest.raises(UsageError, match="longer than 63"):
         restorefleet.check_names(f, f.get(long_slug))
+
+
+def test_ansible_sees_the_throwaway_as_kallikratis_computes_it(
+    fleet: model.Fleet, state_dir: Path, vault_password: Path, tmp_path: Path
+) -> None:
+    """Plain ansible-inventory on the derived inventory (the vars plugin, the vault): the
+    throwaway is managed from the isolated network's gateway, knows no control VM and no
+    backup store, and has the original's domain and application secrets."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from kallikratis import addresses, inventory, paths
+
+    keys = KeyStore(state_dir, fleet.name, fleet.inventory)
+    root = restorefleet.write(fleet, fleet.get(SLUG), state_dir, keys)
+    derived = inventory.load(root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "KALLIKRATIS_"))}
+    env.update(
+        ANSIBLE_CONFIG=str(paths.PROJECT_ROOT / "ansible.cfg"),
+        KALLIKRATIS_STATE_DIR=str(state_dir),
+        KALLIKRATIS_VAULT_PASSWORD_FILE=str(vault_password),
+        ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"),
+        PYTHONPATH=str(paths.PROJECT_ROOT / "cli"),
+        **addresses.to_env(derived),
+    )
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-inventory"),
+            "-i",
+            str(root),
+            "--host",
+            "hersonissos-rt",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    plain = {
+        k: (v.get("__ansible_unsafe", v) if isinstance(v, dict) else v) for k, v in got.items()
+    }
+    t = derived.get("hersonissos-rt")
+    assert plain["ansible_host"] == str(t.ip)
+    assert plain["kallikratis_domain"] == fleet.get(SLUG).domain
+    assert plain["kallikratis_mgmt_networks"] == ["10.77.250.1/32"]
+    assert plain["kallikratis_control_hosts"] == []
+    assert not plain.get("kallikratis_backup_store")
+    assert "fleets/crete-rt/known_hosts" in str(plain["ansible_ssh_common_args"])
+    mine = secrets.read_secrets(fleet, SLUG, keys)
+    assert got["vault_portal_db_password"] == mine["vault_portal_db_password"]
+    assert "vault_backup_passphrase" not in got
