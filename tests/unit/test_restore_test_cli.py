@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from kallikratis import model, restorenew, restoretestmetrics, runlock
+from kallikratis import backups, model, restorenew, restoretestmetrics, runlock
 from kallikratis.cli import main_group
 from kallikratis.commands import restoretest as restoretest_cmd
 from kallikratis.errors import KallikratisError, UsageError
@@ -102,6 +102,37 @@ def test_one_restore_test_at_a_time(fleet: model.Fleet, state_dir: Path) -> None
         result = _invoke("restore-test", "hersonissos")
     assert isinstance(result.exception, KallikratisError) and result.exception.exit_code == 6
     assert _journal(state_dir) == []
+
+
+def _own_archives(_store: backups.Store, slug: str) -> list[backups.Archive]:
+    return [backups.Archive(f"{slug}-2026-12-01T02:00:04", "2026-12-01T02:00:04")]
+
+
+def test_an_archive_named_for_another_municipality_is_not_tested(
+    fleet: model.Fleet,  # noqa: F811
+    monkeypatch,
+) -> None:
+    FakeGuest.replies = {str(fleet.get("control").ip): INFO}  # hersonissos' archives
+    monkeypatch.setattr(restoretest_cmd, "RestoreTest", Passing)
+    result = _invoke("restore-test", "archanes-asterousia", "--json")
+    assert isinstance(result.exception, KallikratisError) and result.exception.exit_code == 5
+    [row] = json.loads(result.stdout)["results"]
+    assert "is not an archive of archanes-asterousia" in row["detail"], row
+
+
+def test_a_municipality_held_by_another_run_fails_alone(
+    fleet: model.Fleet,  # noqa: F811
+    state_dir: Path,
+    monkeypatch,
+) -> None:
+    monkeypatch.setattr(backups.Store, "archives", _own_archives)
+    monkeypatch.setattr(restoretest_cmd, "RestoreTest", Passing)
+    with runlock.hold(state_dir, fleet.name, ["hersonissos"], ["kallikratis", "patch"]):
+        result = _invoke("restore-test", "hersonissos", "archanes-asterousia", "--json")
+    assert isinstance(result.exception, KallikratisError) and result.exception.exit_code == 5
+    rows = {r["slug"]: r for r in json.loads(result.stdout)["results"]}
+    assert rows["hersonissos"]["result"] == "failed" and "patch" in rows["hersonissos"]["detail"]
+    assert rows["archanes-asterousia"]["result"] == "passed"
 
 
 def _metrics(fleet: model.Fleet) -> str:

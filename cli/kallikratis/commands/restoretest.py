@@ -3,6 +3,7 @@ on an isolated network, verified, content-checked, removed."""
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -18,7 +19,6 @@ from kallikratis import (
     runlock,
     secrets,
 )
-from kallikratis.commands.audit import audited
 from kallikratis.commands.backup import store_of
 from kallikratis.commands.common import (
     Context,
@@ -32,7 +32,8 @@ from kallikratis.commands.common import (
     pass_ctx,
 )
 from kallikratis.commands.progress import PhaseBoard
-from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.errors import KallikratisError, LockedError, UsageError
+from kallikratis.journal import Journal
 from kallikratis.restoretest import RestoreTest, RestoreTestError, RestoreTestOutcome
 from kallikratis.selection import select
 
@@ -85,6 +86,7 @@ def _one(
     engine = ctx.engine
     try:
         archive = restore.choose(m.slug, store.archives(m.slug), None)
+        restore.check_owner(m.slug, archive.name)  # a repository holds its municipality's only
     except KallikratisError as exc:
         board(m.slug, "failed")
         return RestoreTestOutcome(m.slug, detail=f"no archive to test: {exc.message}")
@@ -143,16 +145,23 @@ def restore_test_cmd(
         restorefleet.check_names(ctx.fleet, m)
     store = store_of(ctx)
     slugs = [m.slug for m in selection]
-    state = ctx.engine.state_dir
+    state, argv = ctx.engine.state_dir, list(sys.argv)
+    # one restore test of a fleet at a time; each municipality locked only while its own test
+    # runs (a backup's prune meanwhile would wait on the repository), not the whole run long
     with (
-        runlock.hold(state, ctx.declared.name, [LOCK_NAME], ["restore-test"]),
-        audited(ctx, "restore-test", slugs) as record,
+        runlock.hold(state, ctx.declared.name, [LOCK_NAME], argv),
+        Journal(state).run("restore-test", argv, ctx.declared.inventory, slugs) as record,
     ):
         outcomes = []
         with PhaseBoard(slugs, "restore-test") as board:
             for m in selection:
-                outcomes.append(_one(ctx, store, m, board, keep_on_failure))
-                o = outcomes[-1]
+                try:
+                    with runlock.hold(state, ctx.declared.name, [m.slug], argv):
+                        o = _one(ctx, store, m, board, keep_on_failure)
+                except LockedError as exc:  # that one fails alone
+                    board(m.slug, "failed")
+                    o = RestoreTestOutcome(m.slug, detail=exc.message)
+                outcomes.append(o)
                 record.result(
                     m.slug, o.result, f"{o.archive} {o.detail}"[:1500], round(o.seconds, 1)
                 )
