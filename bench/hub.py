@@ -12,12 +12,27 @@ The harvester runs in this process exactly as on the hub VM (kallikratis_hub.har
                (paged by --page-size, like the hub's default of 1000)
 
 No VM and no network beyond loopback; bounded by the harvester's own limits.
+
+--lab: the same on the real lab instead, beside the stand-ins. Inside the lab's namespace, on a
+running crete lab with its hub VM (`scripts/lab up`):
+
+  scripts/lab run -- python bench/hub.py --lab
+
+it stops the hub's timer, empties the hub's harvest database (hub.db: the next harvest is a
+full one; the pages, feeds and catalog are rewritten by it), runs `kallikratis hub harvest
+--json` twice through the pinned SSH path (full, then incremental with nothing changed), starts
+the timer again whatever happened, and prints both runs beside the loopback stand-ins for as
+many portals (the recorded answers). Seconds: the wall time of the command (SSH, systemctl,
+the harvest); "harvester": the slowest municipality as the harvester timed it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,7 +107,18 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=TABLES)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument(
+        "--lab", action="store_true", help="the real lab's hub (inside `scripts/lab run --`)"
+    )
+    parser.add_argument(
+        "--inventory",
+        default=os.environ.get("KALLIKRATIS_INVENTORY", str(ROOT / "inventories" / "crete")),
+        help="the lab's inventory (default: $KALLIKRATIS_INVENTORY, else inventories/crete)",
+    )
     args = parser.parse_args()
+    if args.lab:
+        lab(args.inventory, args.workers)
+        return
     slugs = [f"dimos-{i:03d}" for i in range(args.count)]
     region = Region()
     for slug in slugs:
@@ -133,6 +159,74 @@ def main() -> None:
         )
         verdict = "met" if incremental <= TARGET_INCREMENTAL_S else "MISSED"
         print(f"target: incremental harvest <= {TARGET_INCREMENTAL_S:.0f} s: {verdict}")
+
+
+#: on the hub VM, as root: no timer-started run during the bench, and no harvest state (the
+#: next run is a full one); the outputs and public.db are rewritten by that run
+HUB_STATE = "/var/lib/kallikratis-hub"
+HUB_RESET = (
+    "systemctl stop kallikratis-hub-harvest.timer kallikratis-hub-harvest.service"
+    f" && rm -f {HUB_STATE}/hub.db {HUB_STATE}/hub.db-wal {HUB_STATE}/hub.db-shm"
+)
+HUB_TIMER_BACK = "systemctl start kallikratis-hub-harvest.timer"
+
+
+def kallikratis(inventory: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "kallikratis.cli", "-i", inventory, *args]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def on_hub(inventory: str, script: str) -> None:
+    done = kallikratis(
+        inventory, "ssh", "hub", "--", "sudo sh -c " + shlex.quote(script), timeout=120
+    )
+    if done.returncode != 0:
+        sys.exit(f"on the hub VM: {script!r} exited {done.returncode}: {done.stderr[-2000:]}")
+
+
+def lab_harvest(inventory: str) -> tuple[float, list[dict]]:
+    """`kallikratis hub harvest --json` on the lab (exit 5, some stale: still a report)."""
+    start = time.monotonic()
+    done = kallikratis(inventory, "hub", "harvest", "--json", timeout=1900)
+    took = time.monotonic() - start
+    if done.returncode not in (0, 5):
+        sys.exit(f"kallikratis hub harvest exited {done.returncode}: {done.stderr[-2000:]}")
+    return took, list(json.loads(done.stdout)["municipalities"])
+
+
+def lab_row(run: str, took: float, report: list[dict]) -> None:
+    slowest = max((m["seconds"] for m in report), default=0.0)
+    requests = sum(m.get("requests", 0) for m in report)
+    stale = [m["slug"] for m in report if m["stale"]]
+    totals = [sum(m[k] for m in report) for k in ("new", "changed", "removed")]
+    detail = f"{requests} req, harvester {slowest:.1f} s, stale: {', '.join(stale) or 'none'}"
+    row(run, f"{took:.1f}", *totals, detail)
+
+
+def lab(inventory: str, workers: int) -> None:
+    """A full and an incremental harvest of the real lab, beside the loopback stand-ins."""
+    on_hub(inventory, HUB_RESET)
+    try:
+        full = lab_harvest(inventory)
+        incremental = lab_harvest(inventory)
+    finally:
+        on_hub(inventory, HUB_TIMER_BACK)
+    slugs = [m["slug"] for m in full[1]]
+    print(f"hub harvest: the lab ({len(slugs)} portals: {', '.join(slugs)}) beside loopback")
+    row("run", "seconds", "new", "changed", "removed", "detail")
+    lab_row("lab: full (empty hub.db)", *full)
+    lab_row("lab: incremental (no change)", *incremental)
+    region = Region()
+    for slug in slugs:
+        region.portals[slug] = Portal()
+    with tempfile.TemporaryDirectory() as tmp_name, http_server(region.handler()) as base:
+        tmp = Path(tmp_name)
+        cfg = harvest.Config.load(config(tmp, base, slugs, workers, 1000))
+        for run in ("full", "incremental (no change)"):
+            took, out = timed_run(cfg)
+            row(f"loopback: {run}", f"{took:.1f}", *_counts(out), summary(out))
 
 
 def _counts(outcomes: list) -> tuple[int, int, int]:

@@ -12,10 +12,15 @@ Ansible's variable precedence does; a key it leaves out takes the default).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
+import struct
 from collections.abc import Mapping
 from typing import Any
+
+from kallikratis import model
 
 Problems = list[tuple[str, str]]
 
@@ -29,6 +34,20 @@ REMOTE_RE = re.compile(
     r"(?::(?P<port>[0-9]{1,5}))?"
     r"(?P<path>/[A-Za-z0-9._/~+-]*)"
 )
+
+
+#: control's backup-store volume (GiB); qcow2 is sparse: only what is written takes space
+DEFAULT_VOLUME_GIB = 50
+
+
+def backup_volume_gib(value: Any) -> tuple[int, Problems]:
+    """GiB of control's own volume for the repositories (``backup_volume_gib``)."""
+    if value is None:
+        return DEFAULT_VOLUME_GIB, []
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65536:
+        why = f"must be a whole number of GiB between 1 and 65536, got {value!r}"
+        return DEFAULT_VOLUME_GIB, [("backup_volume_gib", why)]
+    return value, []
 
 
 def backup_keep(value: Any) -> tuple[dict[str, int], Problems]:
@@ -56,23 +75,91 @@ def backup_keep(value: Any) -> tuple[dict[str, int], Problems]:
     return out, []
 
 
-def backup_remote(value: Any) -> tuple[str, Problems]:
-    """The off-site second copy's repository base, ``ssh://user@host[:port]/path`` ("" = none).
+REMOTE_KEYS = ("url", "host_key")
+REMOTE_EXAMPLE = (
+    "{url: ssh://kk@offsite.example.org:22/srv/kallikratis, host_key: 'ssh-ed25519 AAAA...'}"
+)
+#: host key types a pinned line may have (what OpenSSH's sshd offers by default)
+HOST_KEY_TYPES = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
 
-    Validated only: the copy itself is not implemented yet (README, "Backups and restore").
-    """
-    if value is None or value == "":
-        return "", []
-    match = REMOTE_RE.fullmatch(value) if isinstance(value, str) else None
-    why = f"must be an ssh:// URL like ssh://borg@offsite.example.org/./kallikratis, got {value!r}"
+
+def _remote_url(url: Any) -> tuple[dict[str, Any] | None, str]:
+    """(parts, "") or (None, why) of the remote's base URL."""
+    match = REMOTE_RE.fullmatch(url) if isinstance(url, str) else None
+    why = f"must be an ssh:// URL like ssh://kk@offsite.example.org:22/srv/kallikratis, got {url!r}"
     if match is None:
-        return "", [("backup_remote", why)]
-    port = match.group("port")
-    if port is not None and not 1 <= int(port) <= 65535:
-        return "", [("backup_remote", f"port must be 1-65535, got {port}")]
-    if "/../" in match.group("path") + "/" or match.group("path").endswith("/.."):
-        return "", [("backup_remote", f"path must not climb with '..', got {value!r}")]
-    return value, []
+        return None, why
+    if match.group("user") is None:
+        return None, f"must name the remote's login (ssh://USER@host...), got {url!r}"
+    port = int(match.group("port") or 22)
+    if not 1 <= port <= 65535:
+        return None, f"port must be 1-65535, got {port}"
+    path = match.group("path")
+    segments = path.split("/")[1:]
+    if path == "/" or path.endswith("/") or any(s in ("", ".", "..", "~") for s in segments):
+        why = (
+            "path must be absolute and plain (no '.', '..', '~', '//' or trailing '/'): the "
+            f"remote's forced command restricts each key to <path>/<slug>, got {url!r}"
+        )
+        return None, why
+    if "~" in path:
+        return None, f"path must be absolute (no '~'), got {url!r}"
+    return {
+        "user": match.group("user"),
+        "host": match.group("host"),
+        "port": port,
+        "path": path,
+    }, ""
+
+
+def host_key(value: Any) -> tuple[str, str]:
+    """("type base64", "") or ("", why): one public host key, its blob checked."""
+    why = f"must be one public host key like 'ssh-ed25519 AAAA...' (the remote's), got {value!r}"
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        return "", why
+    words = value.split()
+    if len(words) not in (2, 3) or words[0] not in HOST_KEY_TYPES:
+        return "", why
+    try:
+        blob = base64.b64decode(words[1], validate=True)
+    except (binascii.Error, ValueError):
+        return "", f"the key is not valid base64: {value!r}"
+    (size,) = struct.unpack(">I", blob[:4]) if len(blob) >= 4 else (0,)
+    if blob[4 : 4 + size].decode("ascii", "replace") != words[0] or len(blob) < 4 + size + 16:
+        return "", f"the key's data is not a {words[0]} key: {value!r}"
+    return f"{words[0]} {words[1]}", ""
+
+
+def backup_remote(value: Any) -> tuple[model.BackupRemote | None, Problems]:
+    """The off-site second copy: {url, host_key} (None or absent = none)."""
+    if value is None or value == "" or value == {}:
+        return None, []
+    if not isinstance(value, dict):
+        return None, [("backup_remote", f"must be a mapping like {REMOTE_EXAMPLE}, got {value!r}")]
+    problems: Problems = []
+    unknown = sorted(str(k) for k in value if k not in REMOTE_KEYS)
+    if unknown:
+        problems.append(("backup_remote", f"unknown keys {unknown} (known: {list(REMOTE_KEYS)})"))
+    parts, why = _remote_url(value.get("url"))
+    if parts is None:
+        problems.append(("backup_remote.url", why))
+    if "host_key" not in value:
+        why = "missing: the remote's SSH host key is pinned on the VMs, never trusted on first use"
+        problems.append(("backup_remote.host_key", why))
+        key = ""
+    else:
+        key, why = host_key(value["host_key"])
+        if why:
+            problems.append(("backup_remote.host_key", why))
+    if problems or parts is None:
+        return None, problems
+    return model.BackupRemote(url=str(value["url"]), host_key=key, **parts), []
 
 
 #: days a destroyed municipality's repository is kept on control (``destroy`` keeps it)

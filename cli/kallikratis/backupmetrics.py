@@ -11,7 +11,14 @@ hides when the last good backup was:
   ``kallikratis_backup_last_run_timestamp_seconds`` and
   ``kallikratis_backup_last_run_success`` (1 or 0)
 
-The alert BackupTooOld (roles/monitoring) fires when the last success is older than 26 h.
+With an off-site copy (``backup_remote``), the run file also holds
+``kallikratis_backup_last_run_remote_success`` (1 or 0), and
+``kallikratis-backup-remote-<slug>.prom`` (written when the off-site copy was made) holds
+``kallikratis_backup_remote_last_success_timestamp_seconds``. A ``partial`` run (control's
+archive made, the off-site copy failed) is a success for control's metrics.
+
+The alert BackupTooOld (roles/monitoring) fires when the last success is older than 26 h,
+BackupRemoteTooOld when the last off-site copy is (or when none was ever made).
 Best effort: a control VM that cannot be reached costs a warning, never the run's result.
 """
 
@@ -35,7 +42,7 @@ def gauge(name: str, help_text: str, label: str, value: str) -> str:
 def textfiles(o: Outcome, finished: float) -> dict[str, str]:
     """File name -> content of one municipality's outcome (slugs are DNS labels)."""
     label = f'{{municipality="{o.slug}"}}'
-    ok = o.result == "ok" and o.archive is not None
+    ok = o.result in ("ok", "partial") and o.archive is not None
     files = {
         f"kallikratis-backup-run-{o.slug}.prom": gauge(
             "kallikratis_backup_last_run_timestamp_seconds",
@@ -50,6 +57,20 @@ def textfiles(o: Outcome, finished: float) -> dict[str, str]:
             "1" if ok else "0",
         )
     }
+    if o.remote:
+        files[f"kallikratis-backup-run-{o.slug}.prom"] += _gauge(
+            "kallikratis_backup_last_run_remote_success",
+            "1 when the municipality's last backup run made its off-site copy.",
+            label,
+            "1" if o.remote == "ok" else "0",
+        )
+    if o.remote == "ok":
+        files[f"kallikratis-backup-remote-{o.slug}.prom"] = _gauge(
+            "kallikratis_backup_remote_last_success_timestamp_seconds",
+            "When the municipality's last off-site copy was made.",
+            label,
+            f"{finished:.0f}",
+        )
     if ok and o.archive is not None:
         files[f"kallikratis-backup-{o.slug}.prom"] = (
             gauge(

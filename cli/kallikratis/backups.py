@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kallikratis import backupstore, model
+from kallikratis import backupremote, backupstore, model
 from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest, GuestError
 from kallikratis.stackvars import BACKUP_STORE_DIR, BACKUP_STORE_USER
@@ -43,9 +43,24 @@ PassphraseOf = Callable[[str], str]
 
 
 class BackupError(KallikratisError):
-    """Some municipalities were not backed up (the others were)."""
+    """Some municipalities were not backed up (the others were), or only on control."""
 
     exit_code = 5
+
+
+def verdict(outcomes: Sequence[Outcome]) -> str:
+    """ "" when every backup is whole, else the message of the run's BackupError (exit 5):
+    a municipality backed up on control only (``partial``) is not a whole backup either."""
+    failed = [o.slug for o in outcomes if o.result == "failed"]
+    partial = [o.slug for o in outcomes if o.result == "partial"]
+    said = []
+    if failed:
+        said.append(f"backup failed on: {', '.join(failed)}")
+    if partial:
+        said.append(
+            f"the off-site copy failed on: {', '.join(partial)} (control's archive was made)"
+        )
+    return "; ".join(said)
 
 
 @dataclass(frozen=True)
@@ -63,7 +78,8 @@ class Archive:
 
 @dataclass
 class Outcome:
-    """One municipality's backup: ok or failed, and what borg said about the archive."""
+    """One municipality's backup: ok, partial (control's archive made and pruned, the
+    off-site copy failed) or failed, and what borg said about the archives."""
 
     slug: str
     result: str = "failed"
@@ -73,6 +89,10 @@ class Outcome:
     detail: str = ""
     #: what was found and done on the way (a stale lock broken, ...), shown and journaled
     notes: list[str] = field(default_factory=list)
+    #: the off-site copy: "" (no backup_remote), "ok" or "failed"
+    remote: str = ""
+    remote_archive: Archive | None = None
+    remote_detail: str = ""
 
 
 # -- parsing borg's and borgmatic's JSON ------------------------------------------------------
@@ -119,21 +139,28 @@ def parse_archives(text: str) -> list[Archive]:
     return sorted((_archive(a) for a in data["archives"]), key=lambda a: (a.start, a.name))
 
 
+#: listing every archive of a big repository takes a while
+REMOTE_ARCHIVES_TIMEOUT = 900.0
+
+
+def remote_archives(guest: Guest) -> list[Archive]:
+    """The archives of the off-site repository, read on the municipality's VM (only its key
+    is authorized on the remote; the passphrase is the VM's own), oldest first."""
+    out = guest.run(backupremote.archives_script(), REMOTE_ARCHIVES_TIMEOUT)
+    return parse_archives(backupremote.info_of_one(out))
+
+
 def owns(slug: str, archive: str) -> bool:
     """True when *archive* is named as *slug*'s borgmatic names it (roles/backup)."""
     return archive.startswith(f"{slug}-") and archive[len(slug) + 1 : len(slug) + 2].isdigit()
 
 
 # -- the scripts ---------------------------------------------------------------------------------
-def create_script() -> str:
-    """On the VM: the repository made if it is missing (borgmatic skips an existing one),
-    then one archive; only create's JSON goes to stdout."""
-    return (
-        "if borgmatic repo-create --help >/dev/null 2>&1; then action=repo-create; "
-        "else action=init; fi\n"
-        f'borgmatic "$action" --encryption {ENCRYPTION} >&2\n'
-        "borgmatic create --json\n"
-    )
+def create_script(slug: str = "", remote: bool = False) -> str:
+    """On the VM: per repository (control's, then the off-site one when *remote*), the
+    repository made if it is missing (borgmatic skips an existing one), then one archive
+    (:func:`kallikratis.backupremote.create_script`)."""
+    return backupremote.create_script(slug, remote, encryption=ENCRYPTION)
 
 
 def repository_path(slug: str) -> str:
@@ -274,16 +301,37 @@ def explain(message: str) -> str:
     return message
 
 
+def _remote_leg(o: Outcome, leg: backupremote.Leg | None) -> None:
+    o.remote = "failed"
+    if leg is None:
+        o.remote_detail = "the VM did not report the off-site copy"
+    elif not leg.ok:
+        o.remote_detail = backupremote.explain(leg.error)
+    else:
+        try:
+            o.remote_archive = parse_create(leg.json)
+            o.remote = "ok"
+        except KallikratisError as exc:
+            o.remote_detail = exc.message
+
+
 def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
-    """Create one archive on *m*'s VM, then prune its repository on control."""
+    """Create one archive per repository on *m*'s VM, then prune control's repository."""
     o = Outcome(m.slug)
     start = time.monotonic()
     try:
         o.notes += store.prepare(m.slug).notes()
     except KallikratisError as exc:  # the backup may still work: borg says if it does not
         o.notes.append(f"the repository's lock was not checked on control: {exc.message}")
+    remote = m.backup_remote is not None
     try:
-        o.archive = parse_create(guest.run(create_script(), CREATE_TIMEOUT))
+        legs = backupremote.parse_legs(guest.run(create_script(m.slug, remote), CREATE_TIMEOUT))
+        if remote:
+            _remote_leg(o, legs.get(backupremote.REMOTE_LABEL))
+        control = legs.get(backupremote.CONTROL_LABEL)
+        if control is None or not control.ok:
+            raise KallikratisError(control.error if control else "no result for control")
+        o.archive = parse_create(control.json)
     except KallikratisError as exc:
         o.detail = f"backup: {explain(exc.message)}"
         o.seconds = time.monotonic() - start
@@ -292,7 +340,9 @@ def backup_one(m: model.Municipality, guest: Guest, store: Store) -> Outcome:
         o.pruned, undestroyed = store.prune(m.slug, m.backup_keep)
         if undestroyed:
             o.notes.append(backupstore.UNDESTROYED_NOTE)
-        o.result = "ok"
+        o.result = "ok" if o.remote in ("", "ok") else "partial"
+        if o.result == "partial":
+            o.detail = f"remote failed: {o.remote_detail}"
     except KallikratisError as exc:
         o.detail = f"archive {o.archive.name} made, but pruning on control failed: {exc.message}"
     o.seconds = time.monotonic() - start

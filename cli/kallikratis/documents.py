@@ -88,6 +88,7 @@ def compose(
         host_public_key=keys.host.public_openssh,
         disk_volume=m.disk_volume,
         seed_volume=m.seed_volume,
+        data_serial=model.DATA_SERIAL,
         nwfilter=model.NWFILTER,
         seed_retired=retired,
     )

@@ -41,6 +41,8 @@ class Outcome:
     stale: bool
     error: str | None
     seconds: float
+    #: HTTP requests the harvester made to the portal (0 from a harvester that did not count)
+    requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def parse_report(text: str) -> HarvestReport:
                 stale=bool(r["stale"]),
                 error=None if r.get("error") is None else str(r["error"]),
                 seconds=float(r.get("seconds", 0.0)),
+                requests=int(r.get("requests", 0)),
             )
             for r in raw["municipalities"]
         )

@@ -36,6 +36,10 @@ CENTRAL_ROLES = ("control", "hub")
 NWFILTER = "clean-traffic"
 DISK_SUFFIX = ".qcow2"
 SEED_SUFFIX = "-seed.iso"
+#: control's own volume for the backup store (an empty qcow2, ext4 inside, mounted at
+#: /srv/backups by roles/backupstore); the guest finds it by its serial
+DATA_SUFFIX = "-backups.qcow2"
+DATA_SERIAL = "kk-backups"
 
 
 def vm_name(fleet: str, slug: str) -> str:
@@ -48,9 +52,14 @@ def volume_names(vm: str) -> tuple[str, str]:
     return f"{vm}{DISK_SUFFIX}", f"{vm}{SEED_SUFFIX}"
 
 
+def data_volume_name(vm: str) -> str:
+    """The name of control's backup-store volume in the storage pool."""
+    return f"{vm}{DATA_SUFFIX}"
+
+
 def slug_of(fleet: str, name: str) -> str | None:
-    """The reverse: the slug a domain or a disk/seed volume name of *fleet* belongs to, if any."""
-    base = name.removesuffix(SEED_SUFFIX).removesuffix(DISK_SUFFIX)
+    """The reverse: the slug a domain or a disk/seed/data volume name of *fleet* belongs to."""
+    base = name.removesuffix(SEED_SUFFIX).removesuffix(DATA_SUFFIX).removesuffix(DISK_SUFFIX)
     prefix = vm_name(fleet, "")
     return base[len(prefix) :] if base.startswith(prefix) else None
 
@@ -109,6 +118,37 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class BackupRemote:
+    """The off-site second copy (``backup_remote``): a borg server run by someone else.
+
+    ``url`` is the base ``ssh://user@host[:port]/absolute/path``; each municipality's
+    repository is ``<path>/<slug>`` under it. ``host_key`` ("type base64") is pinned on the
+    VMs: they never trust the remote on first use.
+    """
+
+    url: str
+    user: str
+    host: str
+    port: int
+    path: str
+    host_key: str
+
+    def repository(self, slug: str) -> str:
+        """*slug*'s repository as borg on the VM names it."""
+        return f"ssh://{self.user}@{self.host}:{self.port}{self.path}/{slug}"
+
+    def repository_path(self, slug: str) -> str:
+        """*slug*'s repository on the remote's disk (its forced command restricts to it)."""
+        return f"{self.path}/{slug}"
+
+    def known_hosts_line(self) -> str:
+        """OpenSSH's known_hosts line: a port-22 host plain, any other as [host]:port."""
+        bare = self.host.strip("[]")
+        name = bare if self.port == 22 else f"[{bare}]:{self.port}"
+        return f"{name} {self.host_key}"
+
+
+@dataclass(frozen=True)
 class Hypervisor:
     name: str
     uri: str
@@ -142,8 +182,8 @@ class Municipality:
     backup_keep: Mapping[str, int] = field(
         default_factory=lambda: {"daily": 7, "weekly": 4, "monthly": 6}, hash=False
     )
-    #: backups: the off-site copy's ssh:// URL ("" = none; validated, copy not implemented yet)
-    backup_remote: str = ""
+    #: backups: the off-site second copy (None = none)
+    backup_remote: BackupRemote | None = None
     #: deb822 apt sources (name, uris, suites, components, signed_by); () = the image's own
     apt_sources: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
     #: who issues the TLS certificate (TLS_MODES)
@@ -156,6 +196,8 @@ class Municipality:
     logo_file: str = ""
     #: the center's own VM (inventory group `central`) and what it runs; () for a municipality
     central_roles: tuple[str, ...] = ()
+    #: GiB of control's own backup-store volume (0: none, the repositories on the root disk)
+    backup_volume_gib: int = 0
     vars: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: variable name -> the file it was defined in (for problems found after loading)
     origin: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False, repr=False)
@@ -175,6 +217,11 @@ class Municipality:
     @property
     def seed_volume(self) -> str:
         return volume_names(self.vm_name)[1]
+
+    @property
+    def data_volume(self) -> str:
+        """control's backup-store volume ("" when the VM has none)."""
+        return data_volume_name(self.vm_name) if self.backup_volume_gib else ""
 
 
 @dataclass(frozen=True)
@@ -277,6 +324,7 @@ def vm_spec(fleet: Fleet, m: Municipality, image_version: str) -> dict[str, Any]
         "admin_ssh_keys": sorted(fleet.admin_ssh_keys),
         "isolation": m.isolation,
         **({"central_roles": list(m.central_roles)} if m.is_central else {}),
+        **({"backup_volume_gib": m.backup_volume_gib} if m.backup_volume_gib else {}),
     }
 
 

@@ -111,6 +111,7 @@ def load_municipalities(
                 ),
                 logo_file=_logo_of(chk, raw, slug),
                 central_roles=roles,
+                backup_volume_gib=_backup_volume_of(chk, hv, slug, roles),
                 vars=dict(hv.values),
                 origin=dict(hv.origin),
             )
@@ -218,6 +219,15 @@ def _central_roles_of(chk: Checker, hv: Vars, slug: str) -> tuple[str, ...]:
         # the hub is public; control holds the monitoring and the backups
         chk.add(hv, slug, "central_roles", "hub and control never share a VM: give each its own")
     return tuple(dict.fromkeys(str(r) for r in roles))
+
+
+def _backup_volume_of(chk: Checker, hv: Vars, slug: str, roles: tuple[str, ...]) -> int:
+    """control's own volume for the backup store; no other VM has one."""
+    if "control" in roles:
+        return chk.shared(hv, slug, "backup_volume_gib", backupfields.backup_volume_gib)
+    if "backup_volume_gib" in chk.raw.host_vars.get(slug, Vars()).values:  # a group's: ignored
+        chk.add(hv, slug, "backup_volume_gib", "only the control VM holds the backup store")
+    return 0
 
 
 def _no_modules(chk: Checker, hv: Vars, slug: str) -> tuple[str, ...]:

@@ -276,6 +276,7 @@ class Engine:
         keys = VmKeys(host_key, self.keys.ensure_client_key())
         have_disk = be.volume(pool, m.disk_volume) is not None
         have_seed = be.volume(pool, m.seed_volume) is not None
+        have_data = not m.data_volume or be.volume(pool, m.data_volume) is not None
         # a VM that booted with its key keeps a seed without it; a new disk needs the key again
         retired = dom is not None and dom.seed_retired and have_disk
         version = dom.image if dom else image.version  # type: ignore[union-attr]
@@ -287,6 +288,7 @@ class Engine:
             and dom.seed_hash == docs.seed_hash
             and have_disk
             and have_seed
+            and have_data
         ):
             if dom.running:
                 return "unchanged", ""
@@ -301,6 +303,9 @@ class Engine:
             assert image is not None
             progress(m.slug, "creating disk")
             vmresources.create_disk(be, self.fleet, m, image.path)
+        if not have_data:
+            progress(m.slug, "creating backup volume")
+            vmresources.create_data_disk(be, self.fleet, m)
         progress(m.slug, "defining domain")
         be.define_domain(docs.domain)
         if dom is not None and dom.running:

@@ -40,7 +40,14 @@ SUFFIX = "-rt"
 #: the original's secrets the throwaway must not have (it gets fresh, useless ones)
 NOT_COPIED = (*BACKUP_KEY_NAMES, "vault_backup_passphrase")
 #: per-VM fields that must not follow the entry onto another network / into another fleet
-DROPPED = ("ip", "mac", "central_roles", "restore_test_network", "backup_retention_after_destroy")
+DROPPED = (
+    "ip",
+    "mac",
+    "central_roles",
+    "backup_volume_gib",
+    "restore_test_network",
+    "backup_retention_after_destroy",
+)
 FLEET_MAX = 20
 
 

@@ -66,10 +66,22 @@ def municipality_vars(fleet: model.Fleet, m: model.Municipality, state_dir: Path
 
 def tenant_vars(fleet: model.Fleet) -> dict[str, Any]:
     """What a municipality's plays need to know of the center: the control VMs (tasks
-    delegated to them register the municipality with the monitoring)."""
+    delegated to them register the municipality with the monitoring) and the regional hub
+    its portal names as the network it belongs to (schema.org memberOf; {} without a hub)."""
     return {
-        "kallikratis_control_hosts": [c.slug for c in fleet.central if "control" in c.central_roles]
+        "kallikratis_control_hosts": [
+            c.slug for c in fleet.central if "control" in c.central_roles
+        ],
+        "kallikratis_hub": hub_link(fleet),
     }
+
+
+def hub_link(fleet: model.Fleet) -> dict[str, str]:
+    """The fleet's interoperability hub as the portals link to it: its name and public URL."""
+    hub = fleet.hub
+    if hub is None:
+        return {}
+    return {"name": hub.display_name, "url": f"https://{hub.domain}/"}
 
 
 def central_vars(fleet: model.Fleet, m: model.Municipality) -> dict[str, Any]:
@@ -121,6 +133,8 @@ def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> 
         return {
             "kallikratis_backup_clients": clients,
             "kallikratis_backup_store_dir": BACKUP_STORE_DIR,
+            # control's own volume for the repositories, found by its serial ("" = none)
+            "kallikratis_backup_volume_serial": model.DATA_SERIAL if m.backup_volume_gib else "",
             "kallikratis_backup_retention_after_destroy": fleet.backup_retention_after_destroy,
         }
     if control is None:
@@ -132,7 +146,26 @@ def backup_vars(fleet: model.Fleet, m: model.Municipality, mine: FleetState) -> 
             "user": BACKUP_STORE_USER,
             "repository": backup_repository(control, m.slug),
             "known_hosts": known_host_lines(mine.known_hosts, control.slug),
+            "remote": remote_vars(m),
         }
+    }
+
+
+#: the off-site copy's label in borgmatic's configuration and in outcomes
+REMOTE_LABEL = "offsite"
+
+
+def remote_vars(m: model.Municipality) -> dict[str, Any]:
+    """The off-site copy (``backup_remote``) as roles/backup needs it; {} = none."""
+    r = m.backup_remote
+    if r is None:
+        return {}
+    return {
+        "label": REMOTE_LABEL,
+        "host": r.host.strip("[]"),
+        "port": r.port,
+        "repository": r.repository(m.slug),
+        "known_hosts": [r.known_hosts_line()],
     }
 
 

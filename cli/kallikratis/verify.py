@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kallikratis import model, ssh, verifyprogress
+from kallikratis import model, ssh, stackvars, verifyprogress
 from kallikratis.errors import KallikratisError
 from kallikratis.keys import KeyStore, atomic_write
 from kallikratis.paths import StateDir
@@ -117,12 +117,16 @@ def write_spec(
             if "control" in m.central_roles
             else [],
             "language": m.language,
+            # the network a portal names in its schema.org JSON-LD ({} without a hub)
+            "hub": {} if m.is_central else stackvars.hub_link(fleet),
             "unattended_upgrades": bool(m.vars.get("base_unattended_upgrades", False)),
             "data_dir": str(fleet.inventory / "host_vars" / m.slug / "data"),
             "datasets": list(m.datasets),
             "watch_services": list(m.watch_services),
             "maintenance": maintenance,
             "central_roles": list(m.central_roles),
+            # control's own volume for the repositories (roles/backupstore mounts it)
+            "backup_volume_label": model.DATA_SERIAL if m.backup_volume_gib else "",
         }
         for m in selection
     }

@@ -60,9 +60,22 @@ def create_disk(
     )
 
 
+def create_data_disk(be: LibvirtBackend, fleet: model.Fleet, m: model.Municipality) -> None:
+    """control's empty backup-store volume (qcow2, so that its snapshots hold it too)."""
+    be.create_volume(
+        fleet.pool.name,
+        render.render(
+            "raw-volume.xml.j2",
+            name=m.data_volume,
+            capacity=m.backup_volume_gib * 1024**3,
+            format="qcow2",
+        ),
+    )
+
+
 def remove_volumes(be: LibvirtBackend, fleet: model.Fleet, vm_name: str) -> bool:
-    """Delete the disk and seed volumes of *vm_name*; True when any existed."""
+    """Delete the disk, seed and data volumes of *vm_name*; True when any existed."""
     removed = False
-    for vol in model.volume_names(vm_name):
+    for vol in (*model.volume_names(vm_name), model.data_volume_name(vm_name)):
         removed = be.delete_volume(fleet.pool.name, vol) or removed
     return removed

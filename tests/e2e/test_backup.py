@@ -10,17 +10,23 @@ green. Every check reads the VM itself (WordPress through PHP, Kolibri's databas
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import libvirt
 import pytest
 from kallikratis.patchmetrics import TEXTFILE_DIR
 
-from tests.e2e.conftest import CONTROL, FLEET, SLUGS, Deployed, Fleet
+from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SLUGS, Deployed, Fleet
 
 pytestmark = pytest.mark.e2e
 SLUG = "hersonissos"  # every module on
@@ -283,3 +289,110 @@ def test_an_unreachable_vm_fails_alone_and_a_killed_backup_leaves_a_clean_reposi
         CONTROL, f"sudo -u borg borg check --repository-only /srv/backups/{SLUG} 2>&1; echo rc=$?"
     )
     assert check.strip().endswith("rc=0"), check
+    # control's own weekly check, as its timer runs it (sandboxed unit): every repository clean
+    weekly = lab.fleet.ssh(
+        CONTROL,
+        "sudo systemctl start kallikratis-backup-check.service; echo rc=$?;"
+        " systemctl show -p Result --value kallikratis-backup-check.service",
+        timeout=600,
+    )
+    assert weekly.split()[-2:] == ["rc=0", "success"], weekly
+    on = lab.fleet.ssh(CONTROL, "findmnt --noheadings --output LABEL --mountpoint /srv/backups")
+    assert on.strip() == "kk-backups", "the repositories are not on control's own volume"
+
+
+# --------------------------------------------------------------------------- the off-site copy
+
+
+class OffsiteStandIn:
+    """The off-site remote, stood in by an sshd of the test's own on the fleet network's
+    gateway (inside the lab namespace, like the test apt repository): its own host key, the
+    authorized_keys lines `backup remote-keys` prints, this machine's borg serving them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.base = root / "offsite"  # the repositories: <base>/<slug>
+        self.base.mkdir(parents=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / "host")], check=True
+        )
+        with socket.socket() as s:
+            s.bind((GATEWAY, 0))
+            self.port = int(s.getsockname()[1])
+        self.authorized = root / "authorized_keys"
+        self.authorized.write_text("")
+        self.config = root / "sshd_config"
+        self.config.write_text(
+            f"Port {self.port}\nListenAddress {GATEWAY}\nHostKey {root / 'host'}\n"
+            f"AuthorizedKeysFile {self.authorized}\nPidFile {root / 'sshd.pid'}\n"
+            "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nPermitRootLogin prohibit-password\n"
+        )
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def remote(self) -> dict[str, str]:
+        """The inventory's backup_remote for this stand-in (its host key pinned)."""
+        key = " ".join((self.root / "host.pub").read_text().split()[:2])
+        return {"url": f"ssh://root@{GATEWAY}:{self.port}{self.base}", "host_key": key}
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(self.config)])
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex((GATEWAY, self.port)) == 0:
+                    return
+            assert self.proc.poll() is None, "the stand-in sshd exited"
+            time.sleep(0.2)
+        raise AssertionError(f"the stand-in sshd is not listening on {GATEWAY}:{self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+
+def test_the_off_site_copy_goes_to_the_remote_and_its_failure_keeps_controls(
+    lab: Lab, tmp_path: Path
+) -> None:
+    """backup_remote set to a stand-in on the gateway: one backup makes an archive on control
+    and on the remote; with the remote stopped, the next one is partial (exit 5) and control's
+    archive is still made. The inventory is put back at the end; the VMs are reverted by the
+    module's fixture."""
+    fleet = lab.fleet
+    original = fleet.fleet_yml.read_text()
+    standin = OffsiteStandIn(tmp_path)
+    try:
+        fleet.set_fleet_vars(backup_remote=standin.remote)
+        fleet.kk_json("deploy", SLUG, timeout=1800)  # offsite.yaml and the pinned host key
+        keys = fleet.kk_json("backup", "remote-keys")["municipalities"]
+        lines = [k["authorized_keys"] for k in keys if k["authorized_keys"]]
+        assert any(f"--restrict-to-repository {standin.base}/{SLUG}" in ln for ln in lines), keys
+        standin.authorized.write_text("\n".join(lines) + "\n")
+        standin.start()
+        done = _by_slug(fleet.kk_json("backup", SLUG, timeout=BACKUP_TIMEOUT))[SLUG]
+        assert done["result"] == "ok", done
+        assert done["remote"]["result"] == "ok", done
+        assert done["remote"]["archive"]["name"].startswith(f"{SLUG}-"), done
+        assert (standin.base / SLUG / "data").is_dir()
+        remote = fleet.kk_json("backups", SLUG, "--remote")
+        assert [a["name"] for a in remote["archives"]] == [done["remote"]["archive"]["name"]]
+        # the remote goes away: control's archive is still made, the run says partial, exit 5
+        standin.stop()
+        failed = fleet.kk("backup", SLUG, "--json", check=False, timeout=BACKUP_TIMEOUT)
+        assert failed.returncode == 5, failed.stdout[-3000:] + failed.stderr[-3000:]
+        partial = _by_slug(json.loads(failed.stdout))[SLUG]
+        assert partial["result"] == "partial", partial
+        assert partial["archive"]["name"].startswith(f"{SLUG}-"), partial
+        assert partial["remote"]["result"] == "failed", partial
+        assert "the remote cannot be reached" in partial["remote"]["detail"], partial
+        # on control: the newest archive is the partial run's (prune keeps one a day)
+        assert _archives(fleet, SLUG)[-1]["name"] == partial["archive"]["name"]
+    finally:
+        standin.stop()
+        fleet.fleet_yml.write_text(original)
+        assert os.path.exists(fleet.fleet_yml)

@@ -21,6 +21,7 @@ import libvirt
 import pytest
 
 from tests.e2e.conftest import (
+    CONTROL,
     FLEET,
     POOL,
     SCRATCH,
@@ -37,7 +38,9 @@ pytestmark = pytest.mark.e2e
 
 
 def expected_volumes(slugs: list[str]) -> set[str]:
-    return {f"{FLEET}-{s}{suffix}" for s in slugs for suffix in (".qcow2", "-seed.iso")}
+    """Each VM's disk and seed, and control's own backup-store volume."""
+    volumes = {f"{FLEET}-{s}{suffix}" for s in slugs for suffix in (".qcow2", "-seed.iso")}
+    return volumes | {f"{FLEET}-{CONTROL}-backups.qcow2" for s in slugs if s == CONTROL}
 
 
 def test_up_created_every_municipality(booted: Booted, conn: libvirt.virConnect) -> None:

@@ -44,6 +44,9 @@ class Portal:
     hits: list[str] = field(default_factory=list)
     not_modified: int = 0
     vanish: set[int] = field(default_factory=set)  # listed, but gone when fetched in full
+    #: the portal role's REST field `kallikratis_comments` on consultations (False: an older
+    #: portal without it, as the recorded answers were made)
+    comments_field: bool = False
 
 
 @dataclass
@@ -95,11 +98,27 @@ def _collection(
     return _fields(chunk, args), {"X-WP-Total": str(len(items)), "X-WP-TotalPages": str(pages)}
 
 
+def _with_counts(portal: Portal) -> list[dict[str, Any]]:
+    """Consultations with `kallikratis_comments` as the portal's get_callback computes it when a
+    request asks: a consultation's approved comments and its published articles', an article's
+    own."""
+    articles: dict[int, list[int]] = {}
+    for c in portal.consultations:
+        if c.get("parent"):
+            articles.setdefault(c["parent"], []).append(c["id"])
+    out = []
+    for c in portal.consultations:
+        ids = [c["id"]] if c.get("parent") else [c["id"], *articles.get(c["id"], [])]
+        out.append({**c, "kallikratis_comments": sum(portal.comments.get(i, 0) for i in ids)})
+    return out
+
+
 def _route(portal: Portal, rest: str, args: dict[str, list[str]], base: str):
     if rest == "wp-json/wp/v2/posts":
         return _collection(portal.posts, args, base, portal.vanish)
     if rest == "wp-json/wp/v2/consultations":
-        return _collection(portal.consultations, args, base, portal.vanish)
+        records = _with_counts(portal) if portal.comments_field else portal.consultations
+        return _collection(records, args, base, portal.vanish)
     if rest == "wp-json/wp/v2/comments":
         ids = [int(i) for i in args.get("post", [""])[0].split(",") if i]
         total = sum(portal.comments.get(i, 0) for i in ids)

@@ -25,6 +25,7 @@ ALERTS = {
     "PatchRunFailed",
     "MetricsCollectorFailed",
     "BackupTooOld",
+    "BackupRemoteTooOld",
     "BackupFailed",
     "BackupCheckFailed",
     "RestoreTestFailed",

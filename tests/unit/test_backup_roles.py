@@ -144,8 +144,12 @@ TENANT = {
 
 
 def _config(modules: list[str]) -> dict[str, Any]:
+    target = {"file": "/etc/borgmatic/config.yaml", "repository": STORE["repository"]}
     text = render(
-        "backup", "etc/borgmatic/config.yaml.j2", TENANT | {"kallikratis_modules": modules}
+        "backup",
+        "etc/borgmatic/config.yaml.j2",
+        TENANT | {"kallikratis_modules": modules},
+        backup_target=target | {"label": "control"},
     )
     assert "unit-test-passphrase-never-in-config" not in text
     data: dict[str, Any] = yaml.safe_load(text)
@@ -325,6 +329,9 @@ def test_controls_weekly_check_and_daily_expiry_units_pass_systemd_analyze_verif
     assert " expire --days 30\n" in expire
     assert "OnCalendar=Sun *-*-* 04:30:00" in files["kallikratis-backup-check.timer"]
     assert "OnCalendar=daily" in files["kallikratis-backup-expire.timer"]
+    for service in (check, expire):  # sandboxed: only the store, its records, the textfiles
+        assert "ProtectSystem=strict\n" in service and "PrivateNetwork=true\n" in service
+        assert "ReadWritePaths=/srv/backups /var/lib/kallikratis-backupstore " in service
     proc = systemd_verify_units(tmp_path / "units", files)
     assert proc.returncode == 0, proc.stderr
     assert "kallikratis-backup" not in proc.stderr, proc.stderr

@@ -101,9 +101,11 @@ def test_an_archive_belongs_to_the_municipality_named_in_it(
 
 
 def test_create_script_makes_the_repository_if_missing_then_one_archive() -> None:
-    script = backups.create_script()
+    script = backups.create_script("hersonissos")
     assert "--encryption repokey-blake2" in script
-    assert script.rstrip().endswith("borgmatic create --json")
+    assert 'borgmatic --config "$2" create --json' in script
+    assert script.rstrip().endswith("kk_leg control /etc/borgmatic/config.yaml")
+    assert "offsite" not in script  # no backup_remote: control's leg only
     assert "prune" not in script and "compact" not in script  # never from the VM
 
 

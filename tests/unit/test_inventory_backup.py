@@ -24,37 +24,60 @@ def test_defaults_without_any_setting(inv: InventoryCopy) -> None:
     inv.edit(inv.fleet_vars, lambda d: d.pop("backup_keep", None))
     for m in inv.load().municipalities:
         assert m.backup_keep == {"daily": 7, "weekly": 4, "monthly": 6}
-        assert m.backup_remote == ""
+        assert m.backup_remote is None
+
+
+#: real public keys (ssh-keygen), as a remote's operator hands them over
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPbBUa67t5vBpRnBaIsZJ3gDVwGnLUPj6I4j1T2tGiGy"
+ECDSA = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBOWqW1HQC/ICHcaP1o7"
+    "IjO/nBq1txF8sAkwrOa9aDdpjBfl9MhQwIJZoA5EtTIcGoA1VGQe9TBqDHaOwJlepJao="
+)
+REMOTE = {"url": "ssh://kk@offsite.example.org:2222/srv/kallikratis", "host_key": ED25519}
 
 
 def test_fleet_values_and_a_municipality_override(inv: InventoryCopy) -> None:
-    inv.set_fleet(
-        backup_keep={"daily": 14, "weekly": 8, "monthly": 12},
-        backup_remote="ssh://borg@offsite.example.org:2222/./kallikratis",
-    )
+    inv.set_fleet(backup_keep={"daily": 14, "weekly": 8, "monthly": 12}, backup_remote=REMOTE)
     inv.set_host_var_file("hersonissos", backup_keep={"daily": 30})
-    inv.set_host("minoa-pediada", backup_remote="")
+    inv.set_host("minoa-pediada", backup_remote={})
     fleet = inv.load()
     herso, minoa, archanes = (fleet.get(s) for s in ("hersonissos", "minoa-pediada", SLUGS[0]))
     assert archanes.backup_keep == {"daily": 14, "weekly": 8, "monthly": 12}
     # a municipality's mapping replaces the fleet's (Ansible's precedence); the rest defaults
     assert herso.backup_keep == {"daily": 30, "weekly": 4, "monthly": 6}
-    assert archanes.backup_remote == "ssh://borg@offsite.example.org:2222/./kallikratis"
-    assert minoa.backup_remote == ""
+    remote = archanes.backup_remote
+    assert remote is not None and minoa.backup_remote is None
+    assert (remote.user, remote.host, remote.port, remote.path) == (
+        "kk",
+        "offsite.example.org",
+        2222,
+        "/srv/kallikratis",
+    )
+    assert (
+        remote.repository("archanes")
+        == "ssh://kk@offsite.example.org:2222/srv/kallikratis/archanes"
+    )
+    assert remote.repository_path("archanes") == "/srv/kallikratis/archanes"
+    assert remote.known_hosts_line() == f"[offsite.example.org]:2222 {ED25519}"
 
 
 @pytest.mark.parametrize(
-    "url",
+    ("url", "key", "known"),
     [
-        "ssh://borg@backup.example.org/./kallikratis",
-        "ssh://offsite.example.org/srv/borg",
-        "ssh://u_1@10.1.2.3:22/~/repos",
-        "ssh://borg@[2001:db8::5]:2222/./crete",
+        ("ssh://borg@backup.example.org/srv/borg", ED25519, f"backup.example.org {ED25519}"),
+        ("ssh://u_1@10.1.2.3:22/repos", ECDSA, f"10.1.2.3 {ECDSA}"),
+        ("ssh://borg@[2001:db8::5]:2222/crete", ED25519, f"[2001:db8::5]:2222 {ED25519}"),
+        # a comment after the key is dropped: only "type key" is pinned
+        ("ssh://borg@10.1.2.3/b", ED25519 + " root@offsite", f"10.1.2.3 {ED25519}"),
     ],
 )
-def test_remote_urls_accepted(inv: InventoryCopy, url: str) -> None:
-    inv.set_fleet(backup_remote=url)
-    assert inv.load().get("hersonissos").backup_remote == url
+def test_remotes_accepted_and_their_host_key_line(
+    inv: InventoryCopy, url: str, key: str, known: str
+) -> None:
+    inv.set_fleet(backup_remote={"url": url, "host_key": key})
+    remote = inv.load().get("hersonissos").backup_remote
+    assert remote is not None and remote.url == url
+    assert remote.known_hosts_line() == known
 
 
 def test_retention_after_destroy_is_fleet_wide_and_reaches_control(
@@ -113,50 +136,114 @@ BAD: dict[str, Bad] = {
         "hersonissos",
         "backup_keep.weekly",
     ),
-    "remote-not-ssh": Bad(
-        lambda i: i.set_fleet(backup_remote="rsync://offsite.example.org/borg"),
+    "remote-a-plain-url": Bad(
+        lambda i: i.set_fleet(backup_remote="ssh://kk@offsite.example.org/srv/kallikratis"),
         FLEET,
         "all",
         "backup_remote",
+        "must be a mapping",
+    ),
+    "remote-not-ssh": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "rsync://offsite.example.org/borg"}),
+        FLEET,
+        "all",
+        "backup_remote.url",
         "must be an ssh:// URL",
     ),
     "remote-newline": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote="ssh://borg@x.example.org/a\nb"),
+        lambda i: i.set_host("hersonissos", backup_remote=REMOTE | {"url": "ssh://b@x.org/a\nb"}),
         HOSTS,
         "hersonissos",
-        "backup_remote",
+        "backup_remote.url",
     ),
     "remote-shell": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote="ssh://borg@x.example.org/a;reboot"),
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"url": "ssh://b@x.org/a;reboot"}
+        ),
         HOSTS,
         "hersonissos",
-        "backup_remote",
+        "backup_remote.url",
     ),
     "remote-option-injection": Bad(
-        lambda i: i.set_host("hersonissos", backup_remote="ssh://-oProxyCommand=x/a"),
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"url": "ssh://-oProxyCommand=x/a"}
+        ),
         HOSTS,
         "hersonissos",
-        "backup_remote",
+        "backup_remote.url",
     ),
-    "remote-bad-port": Bad(
-        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org:70000/a"),
+    "remote-no-user": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "ssh://offsite.example.org/srv/k"}),
         FLEET,
         "all",
-        "backup_remote",
+        "backup_remote.url",
+        "must name the remote's login",
+    ),
+    "remote-bad-port": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "ssh://b@x.example.org:70000/a"}),
+        FLEET,
+        "all",
+        "backup_remote.url",
         "port must be 1-65535",
     ),
     "remote-climbs": Bad(
-        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org/srv/../etc"),
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "ssh://b@x.example.org/srv/../etc"}),
         FLEET,
         "all",
-        "backup_remote",
+        "backup_remote.url",
         "'..'",
     ),
+    "remote-relative-path": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "ssh://b@x.example.org/./k"}),
+        FLEET,
+        "all",
+        "backup_remote.url",
+        "path must be absolute and plain",
+    ),
     "remote-no-path": Bad(
-        lambda i: i.set_fleet(backup_remote="ssh://borg@x.example.org"),
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"url": "ssh://b@x.example.org"}),
+        FLEET,
+        "all",
+        "backup_remote.url",
+    ),
+    "remote-missing-host-key": Bad(
+        lambda i: i.set_fleet(backup_remote={"url": REMOTE["url"]}),
+        FLEET,
+        "all",
+        "backup_remote.host_key",
+        "never trusted on first use",
+    ),
+    "remote-host-key-not-base64": Bad(
+        lambda i: i.set_host(
+            "hersonissos", backup_remote=REMOTE | {"host_key": "ssh-ed25519 AA*A"}
+        ),
+        HOSTS,
+        "hersonissos",
+        "backup_remote.host_key",
+        "not valid base64",
+    ),
+    "remote-host-key-of-another-type": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"host_key": "ssh-rsa " + ED25519.split()[1]}),
+        FLEET,
+        "all",
+        "backup_remote.host_key",
+        "is not a ssh-rsa key",
+    ),
+    "remote-host-key-a-private-key": Bad(
+        lambda i: i.set_fleet(
+            backup_remote=REMOTE | {"host_key": "-----BEGIN OPENSSH PRIVATE KEY-----"}
+        ),
+        FLEET,
+        "all",
+        "backup_remote.host_key",
+        "must be one public host key",
+    ),
+    "remote-unknown-key": Bad(
+        lambda i: i.set_fleet(backup_remote=REMOTE | {"prune": True}),
         FLEET,
         "all",
         "backup_remote",
+        "unknown keys ['prune']",
     ),
     "restore-test-network-not-a-network": Bad(
         lambda i: i.set_fleet(restore_test_network="10.77.250.1/28"),
@@ -227,7 +314,7 @@ BAD: dict[str, Bad] = {
         "backup_retention_after_destroy",
         "group_vars/all",
     ),
-    "remote-not-a-string": Bad(
+    "remote-a-list": Bad(
         lambda i: i.set_fleet(backup_remote=["ssh://x.example.org/a"]),
         FLEET,
         "all",

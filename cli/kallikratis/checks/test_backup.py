@@ -62,6 +62,19 @@ def test_control_serves_each_repository_append_only_to_its_key(host: Any) -> Non
     assert host.user("borg").home == STORE
 
 
+def test_the_repositories_are_on_controls_own_volume(host: Any) -> None:
+    m = load_spec(host)
+    label = m.get("backup_volume_label") or ""
+    mounted = host.run(f"findmnt --noheadings --output LABEL,FSTYPE --mountpoint {STORE}")
+    if not label:  # no volume declared: nothing is mounted there
+        assert mounted.rc != 0, mounted.stdout
+        return
+    assert mounted.rc == 0, f"{STORE} is not a mount point: the repositories are on the root disk"
+    assert mounted.stdout.split() == [label, "ext4"], mounted.stdout
+    # its own file system: a full store never fills control's root disk
+    assert host.mount_point(STORE).device != host.mount_point("/").device
+
+
 def test_control_checks_its_repositories_weekly_and_expires_destroyed_ones(host: Any) -> None:
     m = load_spec(host)
     if "control" not in (m.get("central_roles") or []):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import json
 import re
+from html.parser import HTMLParser
 from typing import Any
 
 PHP_FPM = "php8.4-fpm"
@@ -152,3 +154,56 @@ def test_static_files_compressed_and_cached(web: Any, portal_on: bool) -> None:
     assert css.status == 200, css.status
     assert css.headers.get("content-encoding") == "gzip", css.headers
     assert "max-age=" in css.headers.get("cache-control", ""), css.headers
+
+
+class _JsonLd(HTMLParser):
+    """The text of every <script type="application/ld+json"> of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[str] = []
+        self._inside = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "script" and dict(attrs).get("type") == "application/ld+json":
+            self._inside = True
+            self.blocks.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._inside = False
+
+    def handle_data(self, data: str) -> None:
+        if self._inside:
+            self.blocks[-1] += data
+
+
+def json_ld(page: str) -> list[Any]:
+    parser = _JsonLd()
+    parser.feed(page)
+    return [json.loads(block) for block in parser.blocks]
+
+
+def test_home_page_describes_the_municipality_in_json_ld(
+    web: Any, spec: dict[str, Any], portal_on: bool
+) -> None:
+    """schema.org GovernmentOrganization in the <head>: name, area, URL, the hub as network."""
+    if not portal_on:
+        return
+    home = web.https("/")
+    assert home.status == 200, home.status
+    head = home.text.split("</head>", 1)[0]
+    found = [d for d in json_ld(head) if d.get("@type") == "GovernmentOrganization"]
+    assert len(found) == 1, f"{len(found)} GovernmentOrganization JSON-LD blocks in <head>"
+    org = found[0]
+    url = f"https://{spec['domain']}/"
+    assert org["@context"] == "https://schema.org"
+    assert org["name"] == spec["display_name"], org["name"]
+    assert org["url"] == url, org["url"]
+    assert org["areaServed"] == {"@type": "AdministrativeArea", "name": spec["display_name"]}
+    hub = spec.get("hub") or {}
+    if hub:
+        assert org["memberOf"]["url"] == hub["url"], org.get("memberOf")
+        assert org["memberOf"]["name"] == hub["name"], org.get("memberOf")
+    else:
+        assert "memberOf" not in org, "a hub link in a fleet without a hub"

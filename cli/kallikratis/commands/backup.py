@@ -8,7 +8,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from kallikratis import backupmetrics, backups, backupstore, secrets
+from kallikratis import backupmetrics, backups, backupstore, model, secrets
+from kallikratis.commands import backupoffsite as offsite
 from kallikratis.commands.audit import audited
 from kallikratis.commands.common import (
     Context,
@@ -68,10 +69,11 @@ def _print_outcomes(outcomes: list[backups.Outcome]) -> None:
         table.add_column(col)
     for o in outcomes:
         a = o.archive
-        colour = "green" if o.result == "ok" else "red"
+        colour = {"ok": "green", "partial": "yellow"}.get(o.result, "red")
+        shown = "ok (remote failed)" if o.result == "partial" else o.result
         table.add_row(
             esc(o.slug),
-            f"[{colour}]{esc(o.result)}[/]",
+            f"[{colour}]{esc(shown)}[/]",
             esc(a.name) if a else "-",
             size(a.original_size) if a else "-",
             size(a.deduplicated_size) if a else "-",
@@ -82,6 +84,8 @@ def _print_outcomes(outcomes: list[backups.Outcome]) -> None:
     for o in outcomes:
         for note in o.notes:
             console.print(f"[yellow]{esc(o.slug)}[/]: {esc(note)}")
+        if o.remote_archive is not None:
+            console.print(f"{esc(o.slug)}: off-site copy {esc(o.remote_archive.name)}")
         if o.detail:
             console.print(f"[red]{esc(o.slug)}[/]: {esc(o.detail)}")
 
@@ -110,10 +114,24 @@ def backup_cmd(
     A VM that cannot be reached fails alone: the others are backed up, exit 5.
 
     \b
+    With backup_remote, each VM also writes the same archive to its repository on the
+    off-site remote; when that copy fails but control's was made, the municipality is
+    `partial` ("ok (remote failed)"), exit 5.
+
+    \b
+    `kallikratis backup remote-keys [--json]` prints, per municipality, the authorized_keys
+    line the remote's operator installs (its VM's backup public key, append-only, its own
+    repository only).
+
+    \b
     Examples:
       kallikratis backup --all
       kallikratis backup hersonissos --json
+      kallikratis backup remote-keys
     """
+    if names == (offsite.REMOTE_KEYS,) and not all_ and not offsite.is_municipality(ctx):
+        offsite.print_remote_keys(ctx, as_json)
+        return
     if all_ and names:
         raise UsageError("give NAMES or --all, not both")
     chosen = ctx.fleet.tenants if all_ else select(ctx.fleet, names, False, required=True)
@@ -127,9 +145,12 @@ def backup_cmd(
                 board(slug, "backing up")
 
             def done(o: backups.Outcome) -> None:
-                board(o.slug, "backed up" if o.result == "ok" else "failed")
+                board(
+                    o.slug, {"ok": "backed up", "partial": "control only"}.get(o.result, "failed")
+                )
                 name = o.archive.name if o.archive else ""
-                text = " ".join([name, o.detail, *o.notes]).strip()
+                off = f"off-site {o.remote_archive.name}" if o.remote_archive else ""
+                text = " ".join([name, off, o.detail, *o.notes]).strip()
                 record.result(o.slug, o.result, text[:1500], o.seconds)
 
             outcomes = backups.run(
@@ -153,6 +174,7 @@ def backup_cmd(
                             "seconds": round(o.seconds, 1),
                             "detail": o.detail,
                             "notes": o.notes,
+                            "remote": _remote_json(o),
                         }
                         for o in outcomes
                     ]
@@ -160,9 +182,18 @@ def backup_cmd(
             )
         else:
             _print_outcomes(outcomes)
-        failed = [o.slug for o in outcomes if o.result != "ok"]
-        if failed:
-            raise backups.BackupError(f"backup failed on: {', '.join(failed)}")
+        if problem := backups.verdict(outcomes):
+            raise backups.BackupError(problem)
+
+
+def _remote_json(o: backups.Outcome) -> dict[str, Any] | None:
+    if not o.remote:
+        return None
+    return {
+        "result": o.remote,
+        "archive": _archive_json(o.remote_archive),
+        "detail": o.remote_detail,
+    }
 
 
 def _check_json(c: backupstore.CheckResult | None) -> dict[str, Any] | None:
@@ -194,9 +225,15 @@ def _check_line(c: backupstore.CheckResult | None) -> str:
     is_flag=True,
     help="Check the repository and its archives' metadata now (borg check) and record it.",
 )
+@click.option(
+    "--remote",
+    is_flag=True,
+    help="The archives on the off-site remote instead (read through the VM: only its key "
+    "is authorized there).",
+)
 @json_option
 @pass_ctx
-def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None:
+def backups_cmd(ctx: Context, name: str, run_check: bool, remote: bool, as_json: bool) -> None:
     """List a municipality's archives on the control VM and its last check's result (works
     while its VM is down or destroyed).
 
@@ -209,9 +246,17 @@ def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None
     Examples:
       kallikratis backups hersonissos
       kallikratis backups hersonissos --check --json
+      kallikratis backups hersonissos --remote
     """
     m = ctx.fleet.get(name)
     backups.tenants_only([m])
+    if remote:
+        if run_check:
+            raise UsageError(
+                "--check checks control's repository; the remote's operator checks theirs"
+            )
+        _remote_archives(ctx, m, as_json)
+        return
     store = store_of(ctx)
     checked: backupstore.CheckResult | None = None
     if run_check:
@@ -250,8 +295,26 @@ def backups_cmd(ctx: Context, name: str, run_check: bool, as_json: bool) -> None
         raise backups.BackupError(f"the check of {m.slug}'s repository failed: {checked.detail}")
 
 
-def _print_archives(slug: str, archives: list[backups.Archive]) -> None:
-    table = Table(title=f"archives of {esc(slug)}", title_justify="left")
+def _remote_archives(ctx: Context, m: model.Municipality, as_json: bool) -> None:
+    if m.backup_remote is None:
+        raise UsageError(f"{m.slug} has no backup_remote: no off-site copy to list")
+    guest = Guest(ctx.engine.target(m))
+    archives = backups.remote_archives(guest)
+    repository = m.backup_remote.repository(m.slug)
+    if as_json:
+        emit_json(
+            {
+                "slug": m.slug,
+                "repository": repository,
+                "archives": [_archive_json(a) for a in archives],
+            }
+        )
+    else:
+        _print_archives(m.slug, archives, where=f" on {repository}")
+
+
+def _print_archives(slug: str, archives: list[backups.Archive], where: str = "") -> None:
+    table = Table(title=f"archives of {esc(slug)}{esc(where)}", title_justify="left")
     for col in ("archive", "started", "size", "deduplicated", "files"):
         table.add_column(col)
     for a in archives:
@@ -296,9 +359,11 @@ def final_backups(ctx: Context, slugs: list[str], record: RunRecord) -> dict[str
     for o in outcomes:
         name = o.archive.name if o.archive else ""
         record.result(o.slug, o.result, f"final backup: {name} {o.detail}".strip()[:1500])
-        if o.result == "ok":
+        if o.result in ("ok", "partial"):
             console_err.print(f"final backup of {esc(o.slug)}: {esc(name)}")  # stdout: --json
-    bad = [o for o in outcomes if o.result != "ok"]
+        if o.result == "partial":  # control's archive is the one kept after destroy
+            console_err.print(f"[yellow]warning:[/] {esc(o.slug)}: {esc(o.detail)}")
+    bad = [o for o in outcomes if o.result not in ("ok", "partial")]
     if bad:
         why = "; ".join(f"{o.slug}: {o.detail}" for o in bad)
         raise backups.BackupError(

@@ -4,7 +4,10 @@ Per kind, each run: (1) the list of published ids with their modification time (
 X-WP-TotalPages pagination): what is missing has been deleted or unpublished; (2) the records
 modified since the last run (`modified_after`, one day of overlap against time-zone slips), and
 by `include=` any changed id that query did not return; (3) for consultations, the approved
-comment count of each open one (X-WP-Total of the comments endpoint; no comment is read).
+comment counts: the portal's read-only REST field `kallikratis_comments` (a consultation and its
+articles), asked in the listing of (1) at no extra request; a portal without it (older portal
+roles: WordPress leaves an unknown `_fields` name out) is asked for the count of each open one
+(X-WP-Total of the comments endpoint, one request each; no comment is read).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -22,6 +26,7 @@ from kallikratis_hub.model import Item, Portal, Snapshot
 ROUTES = {"post": "wp-json/wp/v2/posts", "consultation": "wp-json/wp/v2/consultations"}
 FIELDS = "id,date_gmt,modified_gmt,link,title,excerpt"
 DEADLINE_META = "kallikratis_deadline"
+COMMENTS_FIELD = "kallikratis_comments"
 WP_DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 DEADLINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$")
 TAG = re.compile(r"<[^>]*>")
@@ -90,29 +95,51 @@ def _item(portal: Portal, kind: str, raw: dict[str, Any]) -> Item:
     )
 
 
-def _listing(f: Fetcher, portal: Portal, kind: str) -> tuple[dict[int, str], dict[int, list[int]]]:
-    """Published ids -> modified (top-level ones for consultations) and each one's articles."""
+def _count(raw: dict[str, Any]) -> int | None:
+    """The record's `kallikratis_comments`, None when the portal does not publish the field."""
+    if COMMENTS_FIELD not in raw:
+        return None
+    value = raw[COMMENTS_FIELD]
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise FetchError(f"unexpected record: {COMMENTS_FIELD} {value!r}")
+    return value
+
+
+@dataclass
+class Listing:
+    """Published ids -> modified (top-level ones for consultations), each one's articles, and
+    the comment counts the portal gave in the listing itself (consultations that have one)."""
+
+    roots: dict[int, str] = field(default_factory=dict)
+    children: dict[int, list[int]] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+
+
+def _listing(f: Fetcher, portal: Portal, kind: str) -> Listing:
+    fields = "id,modified_gmt,parent" + (f",{COMMENTS_FIELD}" if kind == "consultation" else "")
     query = {
-        "_fields": "id,modified_gmt,parent",
+        "_fields": fields,
         "per_page": f.limits.per_page,
         "orderby": "id",
         "order": "asc",
     }
     url = f"{portal.api(ROUTES[kind])}?{urlencode(query)}"
-    roots: dict[int, str] = {}
+    out = Listing()
     parent_of: dict[int, int] = {}
     for page in pages(f, url):
         for raw in page:
             parent = raw.get("parent", 0)
             if kind == "consultation" and isinstance(parent, int) and parent > 0:
                 parent_of[_id(raw)] = parent
-            else:
-                roots[_id(raw)] = _utc(raw.get("modified_gmt"))
-    children: dict[int, list[int]] = {i: [] for i in roots}
+                continue
+            out.roots[_id(raw)] = _utc(raw.get("modified_gmt"))
+            if kind == "consultation" and (count := _count(raw)) is not None:
+                out.counts[_id(raw)] = count
+    out.children = {i: [] for i in out.roots}
     for child, parent in parent_of.items():
-        if parent in children:
-            children[parent].append(child)
-    return roots, children
+        if parent in out.children:
+            out.children[parent].append(child)
+    return out
 
 
 def _since(known: Known) -> str | None:
@@ -166,17 +193,25 @@ def harvest(
     """Fill SNAP with the portal's posts and consultations (NOW_LOCAL: "YYYY-MM-DD HH:MM")."""
     for kind in ROUTES:
         mine = known.get(kind, {})
-        roots, children = _listing(f, portal, kind)
+        listing = _listing(f, portal, kind)
+        roots = listing.roots
         snap.present[kind] = set(roots)
         wanted = {i for i, m in roots.items() if i not in mine or mine[i][0] != m}
         found = _fetch_changed(f, portal, kind, wanted, _since(mine)) if wanted else {}
         items = {i: _item(portal, kind, raw) for i, raw in found.items()}
         if kind == "consultation":
+            # the portal's own field: every consultation, every run, no request more
+            snap.comments.update(listing.counts)
             deadlines = {
                 i: items[i].deadline if i in items else mine.get(i, ("", None))[1] for i in roots
             }
-            # open ones every run; closed ones when first seen or changed (counts then freeze)
-            due = [i for i in roots if i in items or _is_open(deadlines[i], now_local)]
+            # without it: open ones every run; closed ones when first seen or changed (counts
+            # then freeze), one request each
+            due = [
+                i
+                for i in roots
+                if i not in listing.counts and (i in items or _is_open(deadlines[i], now_local))
+            ]
             for i in sorted(due, reverse=True)[:MAX_COMMENT_QUERIES]:
-                snap.comments[i] = comment_count(f, portal, [i, *children.get(i, [])])
+                snap.comments[i] = comment_count(f, portal, [i, *listing.children.get(i, [])])
         snap.items.extend(items.values())
