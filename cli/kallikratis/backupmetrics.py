@@ -58,14 +58,14 @@ def textfiles(o: Outcome, finished: float) -> dict[str, str]:
         )
     }
     if o.remote:
-        files[f"kallikratis-backup-run-{o.slug}.prom"] += _gauge(
+        files[f"kallikratis-backup-run-{o.slug}.prom"] += gauge(
             "kallikratis_backup_last_run_remote_success",
             "1 when the municipality's last backup run made its off-site copy.",
             label,
             "1" if o.remote == "ok" else "0",
         )
     if o.remote == "ok":
-        files[f"kallikratis-backup-remote-{o.slug}.prom"] = _gauge(
+        files[f"kallikratis-backup-remote-{o.slug}.prom"] = gauge(
             "kallikratis_backup_remote_last_success_timestamp_seconds",
             "When the municipality's last off-site copy was made.",
             label,
