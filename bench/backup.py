@@ -4,6 +4,7 @@ municipality and of three in parallel, and a restore, on a running lab fleet wit
 Run inside the lab once `scripts/lab up` has deployed the fleet (control included):
 
     scripts/lab run -- .venv/bin/python bench/backup.py [--inventory inventories/crete] [--fresh]
+        [--restore-test]
 
 Side by side, in one run:
   one     `kallikratis backup NAME`, then once more (incremental): wall time, the archive's
@@ -12,6 +13,9 @@ Side by side, in one run:
           one; issue #11 asks <= 1.7x), sizes summed
   restore `kallikratis restore NAME --yes` of the newest archive (maintenance, snapshot,
           extract, databases, verify)
+  restore-test (with --restore-test) `kallikratis restore-test NAME`: the newest archive
+          into a throwaway VM on the isolated network, verify, content check, removal; the
+          wall time and each phase's
 
 "First" is a real first backup only into an empty repository. With --fresh (a lab fleet
 only) the municipalities' repositories on control are moved aside first and put back at the
@@ -103,7 +107,9 @@ def put_back(lab: Lab, control: str, slugs: list[str]) -> None:
         )
 
 
-def measure(lab: Lab, one: str, slugs: list[str], control: str, fresh: bool) -> None:
+def measure(
+    lab: Lab, one: str, slugs: list[str], control: str, fresh: bool, restore_test: bool
+) -> None:
     def first_label(what: str, names: list[str]) -> str:
         had = sum(lab.archives(s) for s in names)
         return f"{what} first" if had == 0 else f"{what} 'first' ({had} archives already)"
@@ -126,7 +132,14 @@ def measure(lab: Lab, one: str, slugs: list[str], control: str, fresh: bool) -> 
     print("\nrestore:")
     took, result = lab.json("restore", one, "--yes")
     row(f"restore {one} (newest archive)", f"{took:.0f} s", result["result"], "")
-    print("restore-test: not implemented yet (issue 11)")
+    if not restore_test:
+        print("restore-test: skipped (--restore-test: one throwaway VM, deployed and removed)")
+        return
+    print("\nrestore-test (wall s, result, phases):")
+    took, result = lab.json("restore-test", one)
+    [r] = result["results"]
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in r["phases"].items())
+    row(f"restore-test {one} (newest archive)", f"{took:.0f} s", r["result"], phases)
 
 
 def main() -> int:
@@ -136,6 +149,11 @@ def main() -> int:
         "--fresh",
         action="store_true",
         help="lab only: move the repositories on control aside for a real first backup",
+    )
+    parser.add_argument(
+        "--restore-test",
+        action="store_true",
+        help="also time `restore-test` of one municipality (a throwaway VM: up, deploy, removal)",
     )
     args = parser.parse_args()
     lab = Lab(args.inventory)
@@ -148,7 +166,7 @@ def main() -> int:
     slugs, one = tenants[:3], tenants[0]
     print(f"fleet {args.inventory}: {', '.join(slugs)}; one = {one}; store on {control}\n")
     try:
-        measure(lab, one, slugs, control, args.fresh)
+        measure(lab, one, slugs, control, args.fresh, args.restore_test)
     finally:
         if args.fresh:
             put_back(lab, control, slugs)

@@ -1,6 +1,7 @@
 """Inventory fields of the backups: retention (``backup_keep``), the off-site copy
 (``backup_remote``) and how long a destroyed municipality's repository is kept
-(``backup_retention_after_destroy``, fleet-wide).
+(``backup_retention_after_destroy``, fleet-wide) and the restore tests' isolated network
+(``restore_test_network``, fleet-wide).
 
 Pure parsing like :mod:`kallikratis.opsfields`: each function takes the raw value and returns
 the model value plus a list of (field, message) problems; :mod:`kallikratis.inventory` adds
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 import struct
 from collections.abc import Mapping
@@ -172,3 +174,33 @@ def backup_retention_after_destroy(value: Any) -> tuple[int, Problems]:
         why = f"must be a number of days from 1 to 36500, got {value!r}"
         return DEFAULT_RETENTION_AFTER_DESTROY, [("backup_retention_after_destroy", why)]
     return value, []
+
+
+#: the isolated network of restore tests (``kallikratis restore-test``): host-only, small
+DEFAULT_RESTORE_TEST_NETWORK = "10.77.250.0/28"
+RESTORE_TEST_FALLBACKS = (DEFAULT_RESTORE_TEST_NETWORK, "10.78.250.0/28")
+
+
+def restore_test_network(value: Any, fleet_cidr: ipaddress.IPv4Network) -> tuple[str, Problems]:
+    """Fleet-wide: the subnet of the restore tests' isolated network (a /24 to a /29 of the
+    private ranges, apart from the fleet network); its gateway is the controller's side."""
+    field = "restore_test_network"
+    if value is None:  # the default, or the first fallback apart from the fleet network
+        fits = [
+            n for n in RESTORE_TEST_FALLBACKS if not ipaddress.IPv4Network(n).overlaps(fleet_cidr)
+        ]
+        return fits[0], []
+    text = value
+    try:
+        net = ipaddress.IPv4Network(text if isinstance(text, str) else "", strict=True)
+    except ValueError as exc:
+        return DEFAULT_RESTORE_TEST_NETWORK, [
+            (field, f"not an IPv4 network like 10.77.250.0/28: {exc}")
+        ]
+    if not 24 <= net.prefixlen <= 29 or not net.is_private:
+        why = f"must be a private /24 to /29 (a few throwaway VMs), got {text}"
+        return DEFAULT_RESTORE_TEST_NETWORK, [(field, why)]
+    if net.overlaps(fleet_cidr):
+        why = f"{net} overlaps the fleet network {fleet_cidr}: the restore tests need their own"
+        return DEFAULT_RESTORE_TEST_NETWORK, [(field, why)]
+    return str(net), []

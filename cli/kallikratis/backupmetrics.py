@@ -35,7 +35,7 @@ from kallikratis.patchmetrics import TEXTFILE_DIR
 log = logging.getLogger(__name__)
 
 
-def _gauge(name: str, help_text: str, label: str, value: str) -> str:
+def gauge(name: str, help_text: str, label: str, value: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} gauge\n{name}{label} {value}\n"
 
 
@@ -44,13 +44,13 @@ def textfiles(o: Outcome, finished: float) -> dict[str, str]:
     label = f'{{municipality="{o.slug}"}}'
     ok = o.result in ("ok", "partial") and o.archive is not None
     files = {
-        f"kallikratis-backup-run-{o.slug}.prom": _gauge(
+        f"kallikratis-backup-run-{o.slug}.prom": gauge(
             "kallikratis_backup_last_run_timestamp_seconds",
             "When the municipality's last backup run ended.",
             label,
             f"{finished:.0f}",
         )
-        + _gauge(
+        + gauge(
             "kallikratis_backup_last_run_success",
             "1 when the municipality's last backup run succeeded.",
             label,
@@ -58,14 +58,14 @@ def textfiles(o: Outcome, finished: float) -> dict[str, str]:
         )
     }
     if o.remote:
-        files[f"kallikratis-backup-run-{o.slug}.prom"] += _gauge(
+        files[f"kallikratis-backup-run-{o.slug}.prom"] += gauge(
             "kallikratis_backup_last_run_remote_success",
             "1 when the municipality's last backup run made its off-site copy.",
             label,
             "1" if o.remote == "ok" else "0",
         )
     if o.remote == "ok":
-        files[f"kallikratis-backup-remote-{o.slug}.prom"] = _gauge(
+        files[f"kallikratis-backup-remote-{o.slug}.prom"] = gauge(
             "kallikratis_backup_remote_last_success_timestamp_seconds",
             "When the municipality's last off-site copy was made.",
             label,
@@ -73,19 +73,19 @@ def textfiles(o: Outcome, finished: float) -> dict[str, str]:
         )
     if ok and o.archive is not None:
         files[f"kallikratis-backup-{o.slug}.prom"] = (
-            _gauge(
+            gauge(
                 "kallikratis_backup_last_success_timestamp_seconds",
                 "When the municipality's last good backup ended.",
                 label,
                 f"{finished:.0f}",
             )
-            + _gauge(
+            + gauge(
                 "kallikratis_backup_last_size_bytes",
                 "Original size of the municipality's last archive.",
                 label,
                 str(o.archive.original_size),
             )
-            + _gauge(
+            + gauge(
                 "kallikratis_backup_last_deduplicated_bytes",
                 "What the municipality's last archive added to its repository.",
                 label,

@@ -173,17 +173,19 @@ def store_script(
     keyed: Sequence[bool],
     user: str = BACKUP_STORE_USER,
     home: str = BACKUP_STORE_DIR,
+    data: bool = False,
 ) -> str:
     """On control, as the backup user: borg *commands* on the local repositories.
 
     The passphrase is the first line of standard input; each command that needs the key
     (*keyed*) gets it on its own standard input (``BORG_PASSPHRASE_FD=0``) from the shell's
-    printf builtin: never in an argv or a file.
+    printf builtin: never in an argv or a file. *data*: stdout is the commands' data (a tar
+    stream, JSON lines), borg's messages stay on stderr.
     """
     lines = ['IFS= read -r kk_passphrase || [ -n "$kk_passphrase" ]']
     for argv, needs_key in zip(commands, keyed, strict=True):
         # borg logs (prune --list) on stderr: onto stdout, except where stdout is JSON
-        merge = "" if "--json" in argv else " 2>&1"
+        merge = "" if data or "--json" in argv else " 2>&1"
         borg = (
             f"runuser -u {shlex.quote(user)} -- env HOME={shlex.quote(home)} BORG_PASSPHRASE_FD=0 "
             f"borg {shlex.join(argv)}{merge}"

@@ -17,6 +17,7 @@ from kallikratis.commands import (
     patch,
     report,
     restore,
+    restoretest,
     snapshots,
     stack,
 )
@@ -85,6 +86,7 @@ for command in (
     *backup.COMMANDS,
     *hub.COMMANDS,
     *restore.COMMANDS,
+    *restoretest.COMMANDS,
 ):
     main_group.add_command(command)
 

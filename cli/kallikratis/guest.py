@@ -75,6 +75,12 @@ class Guest:
     def __init__(self, target: SshTarget) -> None:
         self.target = target
 
+    def command(self, script: str) -> list[str]:
+        """The ssh command line running *script* as root in the VM (pinned, our key)."""
+        argv = self.target.argv([f"sudo -n sh -euc {shlex.quote(script)}"])
+        argv[1:1] = ["-o", "ServerAliveInterval=10", "-o", "ConnectTimeout=15"]
+        return argv
+
     def run(
         self,
         script: str,
@@ -83,11 +89,7 @@ class Guest:
         stdin: str | None = None,
     ) -> str:
         """Run *script* as root in the VM (*stdin*: text fed to it; default: nothing)."""
-        argv = self.target.argv([f"sudo -n sh -euc {shlex.quote(script)}"])
-        argv.insert(1, "-o")
-        argv.insert(2, "ConnectTimeout=15")
-        argv.insert(1, "-o")
-        argv.insert(2, "ServerAliveInterval=10")
+        argv = self.command(script)
         try:
             done = subprocess.run(
                 argv,

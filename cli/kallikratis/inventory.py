@@ -66,6 +66,12 @@ def load(path: str | Path) -> model.Fleet:
         backupfields.backup_retention_after_destroy,
     )
     _fleet_only(chk, raw, "backup_retention_after_destroy")
+    restore_net = chk.fleetwide(
+        gvars,
+        gvars.get("restore_test_network"),
+        lambda v: backupfields.restore_test_network(v, network.cidr),
+    )
+    _fleet_only(chk, raw, "restore_test_network")
     admin_user = chk.string(gvars, "all", "admin_user", gvars.get("admin_user"), "kallikratis")
     if not DNS_LABEL.fullmatch(admin_user) or admin_user == "root":
         chk.add(gvars, "all", "admin_user", f"not a valid non-root user name: {admin_user!r}")
@@ -89,6 +95,7 @@ def load(path: str | Path) -> model.Fleet:
         acme=acme,
         alerts=alerts,
         backup_retention_after_destroy=retention,
+        restore_test_network=ipaddress.IPv4Network(restore_net),
     )
 
 

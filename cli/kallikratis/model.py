@@ -243,6 +243,8 @@ class Fleet:
     alerts: Alerts = Alerts()
     #: days control keeps a destroyed municipality's repository (group_vars, fleet-wide)
     backup_retention_after_destroy: int = 90
+    #: the restore tests' isolated (host-only) network (`kallikratis restore-test`)
+    restore_test_network: ipaddress.IPv4Network = ipaddress.IPv4Network("10.77.250.0/28")
 
     @property
     def tenants(self) -> tuple[Municipality, ...]:

@@ -89,6 +89,13 @@ class Engine:
         self._lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
+    def backend_factory(self, uri: str) -> LibvirtBackend:
+        """A connection to *uri*: this engine's own one when one of its hypervisors has it."""
+        for name, hv in self.fleet.hypervisors.items():
+            if hv.uri == uri:
+                return self.backend(name)
+        return self._factory(uri)
+
     def backend(self, hv_name: str) -> LibvirtBackend:
         with self._lock:
             if hv_name not in self._backends:
@@ -154,6 +161,8 @@ class Engine:
             vm_names = {d.name for d in doms.values()} | {
                 m.vm_name for m in self.fleet.municipalities
             }
+            # another fleet's VM whose name starts like ours (a restore test's <fleet>-rt-*)
+            vm_names |= {d.name for d in self.backend(hv).domains()}
             for vol in self.backend(hv).volumes(self.fleet.pool.name):
                 slug = model.slug_of(self.fleet.name, vol.name)
                 if slug is None or any(o.slug == slug for o in out):

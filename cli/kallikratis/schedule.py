@@ -279,6 +279,21 @@ def backup_units(
     )
 
 
+#: restore tests: weekly, after the night's backup
+RESTORE_TEST_CALENDAR = "Sat *-*-* 05:00"
+
+
+def restore_test_units(*, fleet: str, timeout_hours: int = 12, **place: Any) -> Units:
+    """The service (one ``restore-test --all``) and its timer; a failed test fails the unit."""
+    return _command_units(
+        "restore-test",
+        ["restore-test", "--all"],
+        f"Kallikratis scheduled restore test of fleet {fleet}",
+        service_extra=[("TimeoutStartSec", f"{timeout_hours}h")],
+        **{"name": "", "command": None, "environment": None, **place},
+    )
+
+
 def _command_units(
     kind: str,
     args: Sequence[str],

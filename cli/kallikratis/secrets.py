@@ -62,6 +62,14 @@ def _read_vault(path: Path, keys: KeyStore) -> dict[str, str]:
     return data
 
 
+def read_secrets(fleet: model.Fleet, slug: str, keys: KeyStore) -> dict[str, str]:
+    """Every secret of a municipality's vault file (decrypted in memory only)."""
+    path = vault_file(fleet, slug)
+    if not path.exists():
+        raise KallikratisError(f"{path}: no vault file yet (a deploy creates it)")
+    return _read_vault(path, keys)
+
+
 def read_secret(fleet: model.Fleet, slug: str, keys: KeyStore, name: str) -> str:
     """One secret of a municipality's vault file (decrypted in memory only)."""
     path = vault_file(fleet, slug)

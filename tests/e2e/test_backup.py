@@ -24,6 +24,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from kallikratis.patchmetrics import TEXTFILE_DIR
 
 from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SLUGS, Deployed, Fleet
 
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.e2e
 SLUG = "hersonissos"  # every module on
 OTHER = "archanes-asterousia"
 BACKUP_TIMEOUT = 1200
+#: one throwaway VM: up (~80 s), a first deploy (~5 min under TCG), the relay, verify
+RESTORE_TEST_TIMEOUT = 2400
 KOLIBRI = "/opt/kallikratis/venvs/kolibri/bin/kolibri"
 BORGMATIC = "/etc/borgmatic/config.yaml"
 #: borg as borgmatic runs it on the VM: its own key, control's pinned host key, no passphrase
@@ -200,6 +203,56 @@ def test_restore_brings_back_what_was_lost_and_verify_is_green(lab: Lab) -> None
     assert maintenance.strip() == "off"
     checks = lab.fleet.kk_json("verify", SLUG)["checks"]
     assert [c["name"] for c in checks if not c["passed"]] == []
+
+
+def _uploads_relative(path: str) -> str:
+    return path.split("/wp-content/uploads/", 1)[1]
+
+
+def test_restore_test_proves_the_archive_while_the_original_keeps_serving(lab: Lab) -> None:
+    """One throwaway VM, one deploy: the newest archive (the one `lab` made, with the post,
+    comment, upload and learner) restored on the isolated network, verified, content-checked
+    against the archive, removed; hersonissos itself not touched."""
+    fleet = lab.fleet
+    boot = fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip()
+    newest = _archives(fleet, SLUG)[-1]["name"]
+    comment_id = _php(
+        fleet,
+        lab.domain,
+        f' $c = get_comments(["search" => "{lab.made.comment}", "status" => "approve"]);'
+        " echo $c ? $c[0]->comment_ID : 0;",
+    )
+    learners = fleet.ssh(
+        SLUG,
+        "sudo sqlite3 /var/lib/kolibri/db.sqlite3 'select count(*) from kolibriauth_facilityuser'",
+    )
+    done = fleet.kk_json("restore-test", SLUG, timeout=RESTORE_TEST_TIMEOUT)
+    [row] = done["results"]
+    assert row["result"] == "passed", row
+    assert (row["archive"], row["verify"], row["leftover"]) == (newest, "passed", ""), row
+    assert row["expected"] == row["actual"], row
+    # the content check saw what the fixture made before the backup
+    assert row["content"]["posts"].get(str(lab.made.post_id)) == lab.made.title, row["content"]
+    assert comment_id.strip() in row["content"]["comments"], row["content"]
+    upload = _uploads_relative(lab.made.upload)
+    assert row["content"]["uploads"].get(upload) == len(lab.made.upload_text.encode()), row
+    assert row["expected"]["learners"] == int(learners.strip()) >= 2, row  # admin + learner
+    print(f"restore-test of {SLUG}: {row['seconds']} s, phases {row['phases']}")
+    # the original kept serving: same boot, never in maintenance
+    assert fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip() == boot
+    maintenance = fleet.ssh(SLUG, "test -e /etc/kallikratis/maintenance && echo on || echo off")
+    assert maintenance.strip() == "off"
+    # the throwaway is gone: domain, volumes, isolated network
+    throwaway = f"{FLEET[:17].rstrip('-')}-rt-{SLUG}-rt"
+    assert not [d for d in lab.conn.listAllDomains() if d.name() == throwaway]
+    names = [n for p in lab.conn.listAllStoragePools() for n in p.listVolumes()]
+    assert not [n for n in names if n.startswith(throwaway)], names
+    assert f"{FLEET}-restoretest" not in lab.conn.listNetworks() + lab.conn.listDefinedNetworks()
+    # control's monitoring got the result
+    prom = fleet.ssh(CONTROL, f"sudo cat {TEXTFILE_DIR}/kallikratis-restore-test-run-{SLUG}.prom")
+    assert f'kallikratis_restore_test_last_success{{municipality="{SLUG}"}} 1' in prom, prom
+    journal = fleet.kk_json("history", SLUG)["runs"][0]
+    assert journal["command"] == "restore-test", journal
 
 
 def test_an_archive_of_another_municipality_is_refused(lab: Lab) -> None:

@@ -28,6 +28,8 @@ ALERTS = {
     "BackupRemoteTooOld",
     "BackupFailed",
     "BackupCheckFailed",
+    "RestoreTestFailed",
+    "RestoreTestTooOld",
 }
 
 
@@ -70,6 +72,7 @@ def test_alerts_fire_when_they_should_and_not_before(tmp_path: Path) -> None:
         ("monitoring_security_updates_max_age", "8d", "SecurityUpdatesPending"),
         ("monitoring_disk_used_percent", 75, "DiskAlmostFull"),
         ("monitoring_maintenance_max_age", "2h", "MaintenanceModeTooLong"),
+        ("monitoring_restore_test_max_age_seconds", 10 * 86400, "RestoreTestTooOld"),
     ],
 )
 def test_the_cases_notice_a_changed_threshold(

@@ -37,6 +37,7 @@ COMMANDS = [
     "backup",
     "backups",
     "restore",
+    "restore-test",
     "hub",
 ]
 

@@ -245,6 +245,41 @@ BAD: dict[str, Bad] = {
         "backup_remote",
         "unknown keys ['prune']",
     ),
+    "restore-test-network-not-a-network": Bad(
+        lambda i: i.set_fleet(restore_test_network="10.77.250.1/28"),
+        FLEET,
+        "all",
+        "restore_test_network",
+        "host bits set",
+    ),
+    "restore-test-network-too-small": Bad(
+        lambda i: i.set_fleet(restore_test_network="10.77.250.0/30"),
+        FLEET,
+        "all",
+        "restore_test_network",
+        "private /24 to /29",
+    ),
+    "restore-test-network-public": Bad(
+        lambda i: i.set_fleet(restore_test_network="8.8.8.0/28"),
+        FLEET,
+        "all",
+        "restore_test_network",
+        "private /24 to /29",
+    ),
+    "restore-test-network-on-the-fleet-network": Bad(
+        lambda i: i.set_fleet(restore_test_network="10.42.0.16/28"),
+        FLEET,
+        "all",
+        "restore_test_network",
+        "overlaps the fleet network 10.42.0.0/24",
+    ),
+    "restore-test-network-for-one-municipality": Bad(
+        lambda i: i.set_host("hersonissos", restore_test_network="10.77.251.0/28"),
+        HOSTS,
+        "hersonissos",
+        "restore_test_network",
+        "fleet-wide setting",
+    ),
     "retention-zero": Bad(
         lambda i: i.set_fleet(backup_retention_after_destroy=0),
         FLEET,
@@ -313,3 +348,17 @@ def test_validate_command_exits_2_naming_the_field(inv: InventoryCopy, tmp_path:
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{inv.hosts}: hersonissos: backup_keep.daily" in done.stdout + done.stderr
+
+
+def test_the_restore_test_network_defaults_apart_from_the_fleet_network(inv: InventoryCopy) -> None:
+    assert str(inv.load().restore_test_network) == "10.77.250.0/28"
+    inv.set_fleet(restore_test_network="192.168.250.0/29")
+    assert str(inv.load().restore_test_network) == "192.168.250.0/29"
+    inv.edit(inv.fleet_vars, lambda d: d.pop("restore_test_network"))
+    inv.edit(
+        inv.fleet_vars,
+        lambda d: d["fleet_network"].update(
+            cidr="10.77.0.0/16", gateway="10.77.0.1", dns=["10.77.0.1"]
+        ),
+    )
+    assert str(inv.load().restore_test_network) == "10.78.250.0/28"

@@ -278,4 +278,38 @@ def schedule_backup(
     _install_or_print(units, print_)
 
 
+@schedule_group.command("restore-test")
+@click.option(
+    "--on-calendar",
+    default=schedule.RESTORE_TEST_CALENDAR,
+    show_default=True,
+    help="When, as a systemd calendar expression (weekly by default).",
+)
+@click.option("--name", default="", help="Unit name suffix: kallikratis-restore-test-NAME.")
+@_timeout_hours(12)
+@_print_units
+@pass_ctx
+def schedule_restore_test(
+    ctx: Context, on_calendar: str, name: str, timeout_hours: int, print_: bool
+) -> None:
+    """Install a systemd timer that runs `restore-test --all` on this inventory.
+
+    Weekly by default (a throwaway VM per municipality, one after the other): the
+    monitoring's RestoreTestTooOld alert fires after 8 days without a passed test, and
+    RestoreTestFailed on a failed one. A run where some test failed (exit 5) fails the unit.
+    KALLIKRATIS_VAULT_PASSWORD_FILE and KALLIKRATIS_IMAGE_CACHE, when set, are passed on.
+
+    \b
+    Example:
+      kallikratis schedule restore-test --on-calendar 'Sat *-*-* 05:00'
+    """
+    units = schedule.restore_test_units(
+        **_unit_place(ctx, on_calendar),
+        name=name,
+        timeout_hours=timeout_hours,
+        environment={k: os.environ[k] for k in PASSED_ENV if k in os.environ},
+    )
+    _install_or_print(units, print_)
+
+
 COMMANDS = (history, schedule_group)

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from kallikratis import backups, backupstore, model, restore, verify
+from kallikratis import backups, backupstore, model, restore, restorenew, secrets, verify
 from kallikratis.commands.audit import audited
 from kallikratis.commands.backup import store_of
 from kallikratis.commands.common import (
@@ -19,14 +19,16 @@ from kallikratis.commands.common import (
     pass_ctx,
 )
 from kallikratis.commands.progress import PhaseBoard
+from kallikratis.commands.stack import bring_up, with_control
 from kallikratis.errors import KallikratisError, UsageError
 from kallikratis.guest import Guest
+from kallikratis.restoreinto import Transplant
 
 
-def _verify_fn(ctx: Context) -> restore.VerifyFn:
+def _verify_fn(ctx: Context, maintenance: bool = True) -> restore.VerifyFn:
     def check(members: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
         engine = ctx.engine
-        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=True)
+        checks, _ = verify.run(engine.fleet, members, engine.state_dir, maintenance=maintenance)
         out = {}
         for m in members:
             mine = [c for c in checks if c.slug in (m.slug, "*")]
@@ -41,11 +43,22 @@ def _verify_fn(ctx: Context) -> restore.VerifyFn:
 @click.command("restore")
 @click.argument("name")
 @click.option("--archive", "archive_name", metavar="ARCHIVE", help="Default: the newest.")
+@click.option(
+    "--to-new",
+    "new_name",
+    metavar="NEWNAME",
+    help="Restore into NEWNAME's fresh VM (declared in the inventory, not created yet).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
 @json_option
 @pass_ctx
 def restore_cmd(
-    ctx: Context, name: str, archive_name: str | None, yes: bool, as_json: bool
+    ctx: Context,
+    name: str,
+    archive_name: str | None,
+    new_name: str | None,
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Restore a municipality's files and databases from one of its archives.
 
@@ -55,23 +68,32 @@ def restore_cmd(
     Another municipality's archive is refused (exit 2).
 
     \b
+    --to-new NEWNAME: NAME's VM is not touched; NEWNAME (an inventory entry whose VM does
+    not exist yet, with NAME's modules) is brought up and deployed as `onboard` does, the
+    archive streamed from control into it, WordPress' addresses set to NEWNAME's domain,
+    the content checked against the archive, then verify (to inspect, or to move).
+
+    \b
     Examples:
       kallikratis backups hersonissos
       kallikratis restore hersonissos --archive hersonissos-2026-12-01T02:00:04
+      kallikratis restore hersonissos --to-new hersonissos-new --yes
     """
     backups.tenants_only([ctx.declared.get(name)])
     if archive_name is not None:
         restore.check_owner(name, archive_name)  # before anything is asked of libvirt or control
+    if new_name is not None:
+        restorenew.check_target(ctx.declared.get(name), ctx.declared.get(new_name), False)
     m = ctx.fleet.get(name)
     archive = restore.choose(m.slug, store_of(ctx).archives(m.slug), archive_name)
-    if not yes:
-        if not os.isatty(0):
-            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
-        click.confirm(
-            f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
-            "databases are replaced; the VM is in maintenance mode meanwhile.",
-            abort=True,
-        )
+    if new_name is not None:
+        _to_new(ctx, m, ctx.fleet.get(new_name), archive, yes, as_json)
+        return
+    _confirm(
+        yes,
+        f"Restore {m.slug} from {archive.name} (started {archive.start})? Its files and "
+        "databases are replaced; the VM is in maintenance mode meanwhile.",
+    )
     engine = ctx.engine
     store = store_of(ctx)
     with audited(ctx, "restore", [m.slug]) as record:
@@ -90,27 +112,78 @@ def restore_cmd(
         if outcome.result == "restored":
             _alive_after_restore(store, m.slug)
         record.result(m.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
-        if as_json:
-            emit_json(
-                {
-                    "slug": m.slug,
-                    "archive": archive.name,
-                    "result": outcome.result,
-                    "snapshot": outcome.snapshot,
-                    "reverted": outcome.reverted,
-                    "seconds": round(outcome.seconds, 1),
-                    "detail": outcome.detail,
-                }
-            )
-        else:
-            colour = "green" if outcome.result == "restored" else "red"
-            console.print(
-                f"[{colour}]{esc(m.slug)}: {esc(outcome.result)}[/] from {esc(archive.name)} "
-                f"in {outcome.seconds:.0f} s"
-                + (f": {esc(outcome.detail)}" if outcome.detail else "")
-            )
+        _report(outcome, as_json)
         if outcome.result != "restored":
             raise restore.RestoreError(f"restore of {m.slug} failed: {outcome.detail}")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if not yes:
+        if not os.isatty(0):
+            raise UsageError("restore needs confirmation: pass --yes when not on a terminal")
+        click.confirm(question, abort=True)
+
+
+def _to_new(
+    ctx: Context,
+    m: model.Municipality,
+    new: model.Municipality,
+    archive: backups.Archive,
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """`restore NAME --to-new NEWNAME`: up and deploy NEWNAME, then NAME's archive into it."""
+    engine = ctx.engine
+    exists = engine.backend(new.hypervisor).domain(new.vm_name) is not None
+    restorenew.check_target(m, new, exists)
+    _confirm(
+        yes,
+        f"Create {new.slug} and restore {m.slug}'s {archive.name} into it? {m.slug} is not "
+        "touched.",
+    )
+    store = store_of(ctx)
+    with audited(
+        ctx, "restore", [m.slug, new.slug, *(c.slug for c in with_control(ctx, new))]
+    ) as record:
+        bring_up(ctx, new, record)
+        passphrase = secrets.read_secret(ctx.fleet, m.slug, engine.keys, "vault_backup_passphrase")
+        transplant = Transplant(
+            m.slug, archive.name, store.guest, Guest(engine.target(new)), passphrase
+        )
+        with PhaseBoard([new.slug], f"restore {archive.name}") as board:
+            outcome = restorenew.to_new(
+                new, transplant, _verify_fn(ctx, maintenance=False), lambda p: board(new.slug, p)
+            )
+            board(new.slug, outcome.result)
+        record.result(new.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
+        _report(outcome, as_json)
+        if outcome.result != "restored":
+            raise restore.RestoreError(
+                f"restore of {m.slug} into {new.slug} failed: {outcome.detail}"
+            )
+
+
+def _report(outcome: restore.RestoreOutcome, as_json: bool) -> None:
+    if as_json:
+        emit_json(
+            {
+                "slug": outcome.slug,
+                "archive": outcome.archive,
+                "result": outcome.result,
+                "snapshot": outcome.snapshot,
+                "reverted": outcome.reverted,
+                "seconds": round(outcome.seconds, 1),
+                "phases": {k: round(v, 1) for k, v in outcome.timings.items()},
+                "detail": outcome.detail,
+            }
+        )
+    else:
+        colour = "green" if outcome.result == "restored" else "red"
+        console.print(
+            f"[{colour}]{esc(outcome.slug)}: {esc(outcome.result)}[/] from "
+            f"{esc(outcome.archive)} in {outcome.seconds:.0f} s"
+            + (f": {esc(outcome.detail)}" if outcome.detail else "")
+        )
 
 
 def _alive_after_restore(store: backups.Store, slug: str) -> None:

@@ -169,27 +169,36 @@ def onboard(ctx: Context, name: str) -> None:
     scraped. A central VM is onboarded alone.
     """
     m = ctx.fleet.get(name)
-    control = ctx.fleet.control
-    with_control = (control,) if control is not None and not m.is_central else ()
     require_capacity(ctx.fleet, ctx.engine.capacity())
-    with audited(ctx, "onboard", [m.slug, *(c.slug for c in with_control)]) as record:
-        with PhaseBoard([m.slug], "up") as board:
-            results = ctx.engine.up([m], board)
-        record_results(record, results, "up")
-        report_results(results, False, "up")
-        run = run_deploy(ctx, (m, *with_control), False, False)
-        record_playbook(record, run)
-        raise_if_not_started(run)
-        failed = [
-            s for s in (m.slug, *(c.slug for c in with_control)) if run.hosts[s].result != "ok"
-        ]
-        if failed:
-            raise ProvisionError(f"deploy failed on {', '.join(failed)}")
+    with audited(ctx, "onboard", [m.slug, *(c.slug for c in with_control(ctx, m))]) as record:
+        bring_up(ctx, m, record)
         verified = run_verify(ctx, (m,), False)
         record.result(m.slug, "online" if verified else "failed", "verify")
         if not verified:
             raise ProvisionError(f"{m.slug} is deployed but verification failed")
     console.print(f"[green]{esc(m.slug)} is online[/]: https://{esc(m.domain)}/")
+
+
+def with_control(ctx: Context, m: model.Municipality) -> tuple[model.Municipality, ...]:
+    """The control VM deployed side by side with a municipality (none for a central VM)."""
+    control = ctx.fleet.control
+    return (control,) if control is not None and not m.is_central else ()
+
+
+def bring_up(ctx: Context, m: model.Municipality, record: RunRecord) -> None:
+    """`onboard`'s up and deploy (with control side by side), under the caller's lock and
+    journal record (also `restore --to-new`'s)."""
+    central = with_control(ctx, m)
+    with PhaseBoard([m.slug], "up") as board:
+        results = ctx.engine.up([m], board)
+    record_results(record, results, "up")
+    report_results(results, False, "up")
+    run = run_deploy(ctx, (m, *central), False, False)
+    record_playbook(record, run)
+    raise_if_not_started(run)
+    failed = [s for s in (m.slug, *(c.slug for c in central)) if run.hosts[s].result != "ok"]
+    if failed:
+        raise ProvisionError(f"deploy failed on {', '.join(failed)}")
 
 
 COMMANDS = (deploy, verify_cmd, onboard)

@@ -63,6 +63,24 @@ class Networks(Reconnecting):
                 "(Debian: libvirt-daemon-config-nwfilter; `virsh nwfilter-list` shows them)"
             )
 
+    @idempotent
+    def remove_network(self, name: str) -> bool:
+        """Stop and undefine a network no defined domain uses; False when absent or in use."""
+        with _errors(f"removing network {name}"):
+            net = self._network(name)
+            if net is None:
+                return False
+            for dom in self.conn.listAllDomains():
+                root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+                if any(
+                    s.get("network") == name for s in root.iterfind("./devices/interface/source")
+                ):
+                    return False
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+            return True
+
     def _network(self, name: str) -> libvirt.virNetwork | None:
         return or_none(lambda: self.conn.networkLookupByName(name), libvirt.VIR_ERR_NO_NETWORK)
 

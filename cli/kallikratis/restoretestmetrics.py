@@ -1,0 +1,66 @@
+"""Each restore test's result, handed to the monitoring on `control` (textfiles, like
+:mod:`kallikratis.backupmetrics`), label ``municipality``:
+
+- ``kallikratis-restore-test-run-<slug>.prom`` (every run):
+  ``kallikratis_restore_test_last_run_timestamp_seconds`` and
+  ``kallikratis_restore_test_last_success`` (1 or 0)
+- ``kallikratis-restore-test-<slug>.prom`` (on success only, so a failed run never hides when
+  the backups were last proven): ``kallikratis_restore_test_last_success_timestamp_seconds``
+
+Alerts (roles/monitoring): RestoreTestFailed (the last run failed) and RestoreTestTooOld (no
+successful restore test for more than ``monitoring_restore_test_max_age_seconds``, 8 days).
+Best effort: an unreachable control costs a warning, never the test's result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from kallikratis.backupmetrics import gauge, script
+from kallikratis.guest import Guest, GuestError
+from kallikratis.restoretest import RestoreTestOutcome
+
+log = logging.getLogger(__name__)
+
+
+def textfiles(o: RestoreTestOutcome, finished: float) -> dict[str, str]:
+    label = f'{{municipality="{o.slug}"}}'
+    ok = o.result == "passed"
+    files = {
+        f"kallikratis-restore-test-run-{o.slug}.prom": gauge(
+            "kallikratis_restore_test_last_run_timestamp_seconds",
+            "When the municipality's last restore test ended.",
+            label,
+            f"{finished:.0f}",
+        )
+        + gauge(
+            "kallikratis_restore_test_last_success",
+            "1 when the municipality's last restore test passed.",
+            label,
+            "1" if ok else "0",
+        )
+    }
+    if ok:
+        files[f"kallikratis-restore-test-{o.slug}.prom"] = gauge(
+            "kallikratis_restore_test_last_success_timestamp_seconds",
+            "When the municipality's last passed restore test ended.",
+            label,
+            f"{finished:.0f}",
+        )
+    return files
+
+
+def publish(outcomes: Iterable[RestoreTestOutcome], finished: float, control: Guest) -> str:
+    """Write *outcomes* to control; "" or a warning to show."""
+    files: dict[str, str] = {}
+    for o in outcomes:
+        files.update(textfiles(o, finished))
+    if not files:
+        return ""
+    try:
+        control.run(script(files), timeout=60)
+    except GuestError as exc:
+        log.warning("restore-test results not handed to the monitoring: %s", exc.message)
+        return f"the monitoring on control did not get this run's results: {exc.message}"
+    return ""
