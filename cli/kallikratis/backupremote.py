@@ -156,7 +156,14 @@ _REMOTE_CAUSES = (
         "`kallikratis backup remote-keys` prints",
     ),
     (
-        ("Connection refused", "Connection timed out", "No route to host", "Could not resolve"),
+        (
+            "Connection refused",
+            "Connection timed out",
+            "No route to host",
+            "Could not resolve",
+            # what borg 1.4 alone says (exit 81) when ssh could not connect: seen on real VMs
+            "Connection closed by remote host",
+        ),
         "the remote cannot be reached",
     ),
 )

@@ -447,3 +447,15 @@ def test_both_copies_write_the_remote_timestamp_and_no_remote_writes_none() -> N
     assert f"{line} 1764583200" in remote
     plain, _, _ = _backup(CREATED, None)
     assert not any("remote" in text for text in _metrics(plain).values())
+
+
+def test_borgs_own_words_for_an_unreachable_remote_are_explained() -> None:
+    # as borgmatic reported it on a real VM with the remote's sshd stopped (ssh's own line lost)
+    said = (
+        "Connection closed by remote host. Is borg working on the server? offsite: Error running"
+        " actions for repository offsite: Command '('borg', 'info', '--lock-wait', '120',"
+        " 'ssh://kk@10.77.0.1:37143/srv/offsite/hersonissos')' returned non-zero exit status 81."
+    )
+    assert backupremote.explain(said).startswith("the remote cannot be reached. borg said: ")
+    refused = "Remote: Permission denied (publickey).\nConnection closed by remote host."
+    assert backupremote.explain(refused).startswith("the remote does not accept this VM's")
