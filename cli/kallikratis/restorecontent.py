@@ -21,6 +21,8 @@ from kallikratis.errors import KallikratisError
 
 #: WordPress' tables (roles/portal keeps WordPress' default prefix)
 POSTS, COMMENTS, USERS = "wp_posts", "wp_comments", "wp_users"
+#: what a citizen reads: news, pages, consultations and their articles (roles/portal's type)
+PUBLIC_TYPES = ("post", "page", "consultation")
 LEARNERS = "kolibriauth_facilityuser"
 _CREATE = re.compile(r'^CREATE TABLE (?:IF NOT EXISTS )?[`"]?(\w+)[`"]?\s*\(', re.M)
 _INSERT = re.compile(r'^INSERT INTO [`"]?(\w+)[`"]?\s*(\([^)]*\))?\s*VALUES\s*', re.M)
@@ -184,7 +186,7 @@ def from_wordpress_dump(text: str, into: Content) -> None:
     into.posts = {
         str(r["ID"]): str(r["post_title"])
         for r in found[POSTS]
-        if r.get("post_type") == "post" and r.get("post_status") == "publish"
+        if r.get("post_type") in PUBLIC_TYPES and r.get("post_status") == "publish"
     }
     into.comments = {
         str(r["comment_ID"]) for r in found.get(COMMENTS, []) if r.get("comment_approved") == "1"

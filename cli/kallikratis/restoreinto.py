@@ -112,7 +112,12 @@ def dump_text_script(path: str, kind: str) -> str:
     p = shlex.quote(path)
     if kind == "wordpress":
         tables = "wp_\\(posts\\|comments\\|users\\)"
-        return f"sed -n -e '/^CREATE TABLE `{tables}`/,/^)/p' -e '/^INSERT INTO `{tables}`/p' {p}\n"
+        # an INSERT runs to the line ending in ';': MariaDB 11's mariadb-dump puts each row on
+        # a line of its own after "INSERT INTO `t` VALUES" (strings never hold a raw newline)
+        return (
+            f"sed -n -e '/^CREATE TABLE `{tables}`/,/^)/p'"
+            f" -e '/^INSERT INTO `{tables}`/,/;$/p' {p}\n"
+        )
     t = restorecontent.LEARNERS
     return (
         f'grep -E \'^(CREATE TABLE (IF NOT EXISTS )?"?{t}"? |INSERT INTO "?{t}"? )\' {p} || true\n'
@@ -159,7 +164,9 @@ def actual_script(m: model.Municipality) -> str:
     """On the restored VM: what it holds, as JSON lines and a find listing (section markers)."""
     q = {
         "posts": "SELECT JSON_OBJECT('id', ID, 'title', post_title) FROM wp_posts "
-        "WHERE post_type = 'post' AND post_status = 'publish'",
+        "WHERE post_type IN ("
+        + ", ".join(f"'{t}'" for t in restorecontent.PUBLIC_TYPES)
+        + ") AND post_status = 'publish'",
         "comments": "SELECT JSON_OBJECT('id', comment_ID) FROM wp_comments "
         "WHERE comment_approved = '1'",
         "users": "SELECT JSON_OBJECT('login', user_login) FROM wp_users",

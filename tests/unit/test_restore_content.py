@@ -32,6 +32,7 @@ def test_the_wordpress_dump_gives_published_posts_approved_comments_and_users() 
     restorecontent.from_wordpress_dump(_filtered("wordpress"), c)
     assert c.posts == {
         "1": "Ανακοίνωση: ύδρευση (Γούβες), 1η φάση",
+        "3": "Επικοινωνία",  # a published page counts too (and a consultation would)
         "5": "Διαβούλευση: O'Brien, κ.ά.",
         "7": "NULL",  # a quoted 'NULL' is a title, not SQL's NULL
     }

@@ -63,7 +63,14 @@ CREATE TABLE `wp_posts` (
 ) ENGINE=InnoDB AUTO_INCREMENT=8 DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_520_ci;
 
 LOCK TABLES `wp_posts` WRITE;
-INSERT INTO `wp_posts` VALUES (1,1,'2026-11-01 09:00:00','<p>Η πρώτη ανακοίνωση, με \"εισαγωγικά\" και \\ ανάποδη κάθετο.</p>','Ανακοίνωση: ύδρευση (Γούβες), 1η φάση','publish','anakoinosi',0,'post',''),(2,1,'2026-11-02 09:00:00','','Πρόχειρο','draft','',0,'post',''),(3,1,'2026-11-02 10:00:00','Σελίδα','Επικοινωνία','publish','epikoinonia',0,'page',''),(5,1,'2026-11-03 09:00:00','Κείμενο;\r\nμε γραμμές','Διαβούλευση: O\'Brien, κ.ά.','publish','diavoulefsi',0,'post',''),(6,1,'2026-11-03 09:05:00','','kk-upload.txt','inherit','kk-upload',5,'attachment','text/plain'),(7,1,'2026-11-04 09:00:00','NULL as text','NULL','publish','null',0,'post','');
+-- MariaDB 11.8's mariadb-dump: one row per line after the INSERT line
+INSERT INTO `wp_posts` VALUES
+(1,1,'2026-11-01 09:00:00','<p>Η πρώτη ανακοίνωση, με \"εισαγωγικά\" και \\ ανάποδη κάθετο.</p>','Ανακοίνωση: ύδρευση (Γούβες), 1η φάση','publish','anakoinosi',0,'post',''),
+(2,1,'2026-11-02 09:00:00','','Πρόχειρο','draft','',0,'post',''),
+(3,1,'2026-11-02 10:00:00','Σελίδα','Επικοινωνία','publish','epikoinonia',0,'page',''),
+(5,1,'2026-11-03 09:00:00','Κείμενο;\r\nμε γραμμές','Διαβούλευση: O\'Brien, κ.ά.','publish','diavoulefsi',0,'post',''),
+(6,1,'2026-11-03 09:05:00','','kk-upload.txt','inherit','kk-upload',5,'attachment','text/plain'),
+(7,1,'2026-11-04 09:00:00','NULL as text','NULL','publish','null',0,'post','');
 UNLOCK TABLES;
 
 --
