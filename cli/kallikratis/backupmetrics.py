@@ -113,11 +113,16 @@ def publish(outcomes: Iterable[Outcome], finished: float, control: Guest) -> str
     files: dict[str, str] = {}
     for o in outcomes:
         files.update(textfiles(o, finished))
+    return publish_files(files, control, "backup")
+
+
+def publish_files(files: dict[str, str], control: Guest, what: str) -> str:
+    """Write textfiles (name -> content) on control; "" or a warning to show (best effort)."""
     if not files:
         return ""
     try:
         control.run(script(files), timeout=60)
     except GuestError as exc:
-        log.warning("backup results not handed to the monitoring: %s", exc.message)
+        log.warning("%s results not handed to the monitoring: %s", what, exc.message)
         return f"the monitoring on control did not get this run's results: {exc.message}"
     return ""

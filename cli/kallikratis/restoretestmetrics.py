@@ -14,14 +14,11 @@ Best effort: an unreachable control costs a warning, never the test's result.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
-from kallikratis.backupmetrics import gauge, script
-from kallikratis.guest import Guest, GuestError
+from kallikratis.backupmetrics import gauge, publish_files
+from kallikratis.guest import Guest
 from kallikratis.restoretest import RestoreTestOutcome
-
-log = logging.getLogger(__name__)
 
 
 def textfiles(o: RestoreTestOutcome, finished: float) -> dict[str, str]:
@@ -56,11 +53,4 @@ def publish(outcomes: Iterable[RestoreTestOutcome], finished: float, control: Gu
     files: dict[str, str] = {}
     for o in outcomes:
         files.update(textfiles(o, finished))
-    if not files:
-        return ""
-    try:
-        control.run(script(files), timeout=60)
-    except GuestError as exc:
-        log.warning("restore-test results not handed to the monitoring: %s", exc.message)
-        return f"the monitoring on control did not get this run's results: {exc.message}"
-    return ""
+    return publish_files(files, control, "restore-test")
