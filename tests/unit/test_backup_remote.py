@@ -219,8 +219,8 @@ def test_remote_keys_only_for_municipalities_with_a_remote() -> None:
 @pytest.fixture
 def borgmatic_bin(tmp_path: Path) -> Path:
     """borgmatic on PATH, without syslog (this machine has no /dev/log; the VMs have)."""
-    if BORGMATIC is None or BORG is None:
-        pytest.skip("borgmatic/borgbackup not installed (scripts/system-packages.txt)")
+    # installed by scripts/lab install (scripts/system-packages.txt): missing is a failure
+    assert BORGMATIC and BORG, "install the Debian packages borgmatic and borgbackup"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     wrapper = bindir / "borgmatic"
@@ -294,10 +294,8 @@ def _free_port() -> int:
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """An sshd on 127.0.0.1 with its own host key; authorized_keys written by the test."""
-    if SSHD is None or SSH_KEYGEN is None or BORG is None:
-        pytest.skip("openssh-server, openssh-client or borgbackup missing")
-    if os.getuid() != 0:
-        pytest.skip("sshd needs root here (its privilege separation)")
+    assert SSHD and SSH_KEYGEN and BORG, "install openssh-server, openssh-client and borgbackup"
+    assert os.getuid() == 0, "the unit tests run as root (sshd's privilege separation needs it)"
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # what the package's tmpfiles makes
     root = tmp_path / "sshd"
     root.mkdir()

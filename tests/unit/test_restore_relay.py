@@ -19,9 +19,13 @@ BORG = shutil.which("borg")
 PASSPHRASE = "correct horse battery staple, Ηράκλειο"
 ARCHIVE = "hersonissos-2026-12-01T02:00:04"
 UPLOAD = "var/lib/wordpress/wp-content/uploads/2026/12/kk-upload.txt"
-pytestmark = pytest.mark.skipif(
-    BORG is None or os.geteuid() != 0, reason="needs borg (Debian: borgbackup) and root"
-)
+
+
+@pytest.fixture(autouse=True)
+def _borg_and_root() -> None:
+    """Installed by scripts/lab install (scripts/system-packages.txt): missing is a failure."""
+    assert BORG, "install the Debian package borgbackup"
+    assert os.geteuid() == 0, "the unit tests run as root"
 
 
 def _borg(home: Path, *args: str, cwd: Path | None = None) -> None:
