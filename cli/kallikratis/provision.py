@@ -6,19 +6,28 @@ Every step is idempotent, so a run killed at any point converges when run again.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kallikratis import golden, model, paths, recipes, render, seedcustody, vmresources
+from kallikratis import (
+    fleetstatus,
+    golden,
+    model,
+    paths,
+    recipes,
+    render,
+    seedcustody,
+    vmresources,
+)
 from kallikratis.documents import VmKeys, compose
 from kallikratis.errors import HypervisorError, KallikratisError
+from kallikratis.fleetstatus import StatusRow, diff_spec
 from kallikratis.hypervisor import DomainInfo, LibvirtBackend, connect
 from kallikratis.keys import KeyStore
 from kallikratis.ssh import SshTarget, wait_ready
@@ -46,27 +55,6 @@ class UpResult:
     detail: str = ""
     seconds: float = 0.0
     ssh_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    slug: str
-    display_name: str
-    hypervisor: str
-    state: str
-    ip: str
-    domain: str
-    modules: tuple[str, ...]
-    image: str
-    uptime_s: float | None
-    drift: tuple[str, ...] = field(default_factory=tuple)
-    #: what a central VM runs (inventory group `central`); () for a municipality
-    central_roles: tuple[str, ...] = ()
-
-
-def diff_spec(old: dict[str, Any], new: dict[str, Any]) -> tuple[tuple[str, Any, Any], ...]:
-    keys = sorted(set(old) | set(new))
-    return tuple((k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k))
 
 
 class Engine:
@@ -347,59 +335,5 @@ class Engine:
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> list[StatusRow]:
-        live = self._live()
-        rows = []
-        now = time.time()
-        for m in self.fleet.municipalities:
-            dom = live[m.hypervisor].get(m.slug)
-            if dom is None:
-                rows.append(
-                    StatusRow(
-                        m.slug,
-                        m.display_name,
-                        m.hypervisor,
-                        "absent",
-                        str(m.ip),
-                        m.domain,
-                        m.modules,
-                        "",
-                        None,
-                        ("not created",),
-                    )
-                )
-                continue
-            drift = [f"{k}: {a!r} -> {b!r}" for k, a, b in diff_spec(dom.spec, self.spec(m))]
-            if dom.running and dom.live_spec_hash and dom.live_spec_hash != dom.spec_hash:
-                drift.append("restart pending")
-            uptime = now - dom.started if dom.running and dom.started else None
-            rows.append(
-                StatusRow(
-                    m.slug,
-                    m.display_name,
-                    m.hypervisor,
-                    dom.state,
-                    str(m.ip),
-                    m.domain,
-                    m.modules,
-                    dom.image,
-                    uptime,
-                    tuple(drift),
-                )
-            )
-        for o in self.orphans():
-            rows.append(
-                StatusRow(
-                    o.slug,
-                    "",
-                    o.hypervisor,
-                    o.state,
-                    "",
-                    "",
-                    (),
-                    "",
-                    None,
-                    ("orphan: not in inventory",),
-                )
-            )
-        central = {m.slug: m.central_roles for m in self.fleet.central}
-        return [dataclasses.replace(r, central_roles=central.get(r.slug, ())) for r in rows]
+        """Each VM as libvirt sees it, with its drift from the inventory, and the orphans."""
+        return fleetstatus.rows(self.fleet, self._live(), self.spec, self.orphans())
