@@ -17,6 +17,7 @@ municipality's own VM is used.
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import threading
@@ -187,18 +188,12 @@ def actual_script(m: model.Municipality) -> str:
 
 
 def parse_actual(text: str) -> restorecontent.Content:
-    import json
-
+    """actual_script's output: one section per kind of content (the Content's own fields)."""
+    kinds = restorecontent.Content().counts().keys()
     sections: dict[str, list[str]] = {}
     current = ""
     for line in text.split("\n"):
-        if line.startswith("#") and line[1:] in (
-            "posts",
-            "comments",
-            "users",
-            "uploads",
-            "learners",
-        ):
+        if line.startswith("#") and line[1:] in kinds:
             current = line[1:]
             sections[current] = []
         elif current:
