@@ -137,8 +137,10 @@ def parse_legs(text: str) -> dict[str, Leg]:
         if codes[label] == "0":
             out[label] = leg
         else:
+            # whole (the script kept 12 lines at most): the cause is often at the start, and a
+            # long repository path pushed it out of a 600-character tail on real VMs
             said = " ".join(e.strip() for e in errors[label] if e.strip())
-            out[label] = Leg(label, error=said[-600:] or f"borgmatic exited {codes[label]}")
+            out[label] = Leg(label, error=said or f"borgmatic exited {codes[label]}")
     return out
 
 
@@ -174,7 +176,7 @@ def explain(message: str) -> str:
     for needles, why in _REMOTE_CAUSES:
         if any(n in message for n in needles):
             return f"{why}. borg said: {message[-300:]}"
-    return message
+    return message[-600:]
 
 
 # -- the remote's operator -----------------------------------------------------------------------

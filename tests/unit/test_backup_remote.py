@@ -457,3 +457,21 @@ def test_borgs_own_words_for_an_unreachable_remote_are_explained() -> None:
     assert backupremote.explain(said).startswith("the remote cannot be reached. borg said: ")
     refused = "Remote: Permission denied (publickey).\nConnection closed by remote host."
     assert backupremote.explain(refused).startswith("the remote does not accept this VM's")
+
+
+def test_the_cause_survives_a_long_repository_path_through_the_leg_parser() -> None:
+    # the e2e run: the cause is at the start of borgmatic's words and the stand-in's path is
+    # long; a tail kept before explaining lost "Connection closed by remote host"
+    path = "/tmp/pytest-of-root/pytest-175/" + "x" * 400 + "/offsite/hersonissos"
+    out = (
+        f"{CREATED}\n#kk-leg control 0\n\n#kk-leg offsite 81\n"
+        "#kk-err Connection closed by remote host. Is borg working on the server?\n"
+        "#kk-err offsite: Error running actions for repository offsite: Command "
+        f"'('borg', 'info', '--lock-wait', '120', 'ssh://kk@10.77.0.1:50013{path}')' "
+        "returned non-zero exit status 81.\n"
+    )
+    leg = backupremote.parse_legs(out)["offsite"]
+    assert not leg.ok
+    explained = backupremote.explain(leg.error)
+    assert explained.startswith("the remote cannot be reached. borg said: "), explained
+    assert len(explained) < 420
