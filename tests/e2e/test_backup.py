@@ -1,10 +1,12 @@
 """Backups on the real shared fleet (``fresh``: reverted before and after the module): borgmatic
-on the municipalities' VMs into their append-only repositories on control, restore in place
-behind a snapshot, the refusals, and the faults (an unreachable VM, `kill -9` mid-backup).
+on the municipalities' VMs into their append-only repositories on control, the restore test
+into a throwaway VM, the refusals, the faults (an unreachable VM, `kill -9` mid-backup) and
+the off-site copy.
 
 What a citizen or an employee made on hersonissos' portal and e-learning (a post with a comment,
-an uploaded file, a Kolibri learner) is backed up, then lost, then restored, and `verify` is
-green. Every check reads the VM itself (WordPress through PHP, Kolibri's database, the files).
+an uploaded file, a Kolibri learner) is backed up, and `restore-test` finds it in the archive.
+`restore` itself runs in test_provision's whole cycle: the scratch municipality is destroyed (a
+final backup taken), onboarded again and restored, and what was made on it is back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import libvirt
 import pytest
 from kallikratis.patchmetrics import TEXTFILE_DIR
 
+from tests.e2e import portal_content as content
 from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SLUGS, Deployed, Fleet
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +36,6 @@ OTHER = "archanes-asterousia"
 BACKUP_TIMEOUT = 1200
 #: one throwaway VM: up (~80 s), a first deploy (~5 min under TCG), the relay, verify
 RESTORE_TEST_TIMEOUT = 2400
-KOLIBRI = "/opt/kallikratis/venvs/kolibri/bin/kolibri"
 BORGMATIC = "/etc/borgmatic/config.yaml"
 #: borg as borgmatic runs it on the VM: its own key, control's pinned host key, no passphrase
 BORG_AS_VM = (
@@ -44,107 +45,12 @@ BORG_AS_VM = (
 )
 
 
-def _php(fleet: Fleet, domain: str, body: str) -> str:
-    """Run PHP inside WordPress (as www-data, as the portal serves it); returns its output."""
-    php = (
-        f'$_SERVER["HTTP_HOST"] = $_SERVER["SERVER_NAME"] = "{domain}"; $_SERVER["HTTPS"] = "on";'
-        ' require "/usr/share/wordpress/wp-load.php";' + body
-    )
-    return fleet.ssh(SLUG, "sudo -u www-data php -r " + shlex.quote(php)).strip()
-
-
-def _kolibri(fleet: Fleet, python: str) -> str:
-    """Kolibri's Django shell as its own user (Kolibri's models, not its files)."""
-    cmd = (
-        f"sudo env KOLIBRI_HOME=/var/lib/kolibri runuser -u kolibri -- {KOLIBRI} manage shell "
-        f"--command {shlex.quote(python)}"
-    )
-    return fleet.ssh(SLUG, cmd, timeout=600).strip()
-
-
-@dataclass
-class Made:
-    """What was made on the portal before the backup."""
-
-    post_id: int
-    title: str
-    comment: str
-    upload: str  # the uploaded file's path on the VM
-    upload_text: str
-    learner: str
-
-
-def _make(fleet: Fleet, domain: str) -> Made:
-    tag = uuid.uuid4().hex[:8]
-    title, comment, learner = f"kk-backup-{tag}", f"kk-comment-{tag}", f"kk-learner-{tag}"
-    upload_text = f"uploaded {tag}\n"
-    out = _php(
-        fleet,
-        domain,
-        'require_once ABSPATH . "wp-admin/includes/file.php";'
-        ' require_once ABSPATH . "wp-admin/includes/media.php";'
-        ' require_once ABSPATH . "wp-admin/includes/image.php";'
-        f' $p = wp_insert_post(["post_title" => "{title}", "post_status" => "publish",'
-        ' "post_content" => "Before the backup."], true);'
-        f' wp_insert_comment(["comment_post_ID" => $p, "comment_content" => "{comment}",'
-        ' "comment_approved" => 1, "comment_author" => "Πολίτης"]);'
-        ' $t = wp_tempnam("kk"); file_put_contents($t, ' + json.dumps(upload_text) + ");"
-        f' $a = media_handle_sideload(["name" => "{title}.txt", "tmp_name" => $t], $p);'
-        ' if (is_wp_error($a)) { echo "ERROR ", $a->get_error_message(); exit(1); }'
-        ' echo $p, " ", get_attached_file($a);',
-    )
-    post, upload = out.split(" ", 1)
-    _kolibri(
-        fleet,
-        "from kolibri.core.auth.models import Facility, FacilityUser;"
-        f" FacilityUser.objects.create(username='{learner}', full_name='Μαθητής',"
-        " facility=Facility.get_default_facility())",
-    )
-    return Made(int(post), title, comment, upload, upload_text, learner)
-
-
-def _present(fleet: Fleet, domain: str, made: Made) -> dict[str, bool]:
-    wp = _php(
-        fleet,
-        domain,
-        f" $p = get_post({made.post_id});"
-        ' $c = $p ? get_comments(["post_id" => $p->ID, "status" => "approve"]) : [];'
-        ' echo json_encode(["post" => $p && $p->post_status === "publish"'
-        f' && $p->post_title === "{made.title}",'
-        f' "comment" => in_array("{made.comment}",'
-        " array_map(fn($x) => $x->comment_content, $c))]);",
-    )
-    found = json.loads(wp)
-    text = fleet.ssh(SLUG, f"sudo cat {shlex.quote(made.upload)} 2>/dev/null || true")
-    found["upload"] = text == made.upload_text
-    learners = fleet.ssh(
-        SLUG,
-        "sudo sqlite3 /var/lib/kolibri/db.sqlite3 "
-        + shlex.quote(
-            f"select count(*) from kolibriauth_facilityuser where username='{made.learner}'"
-        ),
-    )
-    found["learner"] = learners.strip() == "1"
-    return found
-
-
-def _lose(fleet: Fleet, domain: str, made: Made) -> None:
-    """What an accident or a bad edit does: the post with its comment, the file, the learner."""
-    _php(fleet, domain, f" wp_delete_post({made.post_id}, true);")
-    fleet.ssh(SLUG, f"sudo rm -f {shlex.quote(made.upload)}")
-    _kolibri(
-        fleet,
-        "from kolibri.core.auth.models import FacilityUser;"
-        f" FacilityUser.objects.filter(username='{made.learner}').delete()",
-    )
-
-
 @dataclass
 class Lab:
     fleet: Fleet
     conn: libvirt.virConnect
     domain: str
-    made: Made
+    made: content.Made
     first: dict  # the JSON of the first `backup --all`
 
 
@@ -152,10 +58,8 @@ class Lab:
 def lab(fresh: Deployed) -> Iterator[Lab]:
     fleet = fresh.fleet
     domain = fleet.sites()[SLUG][1]
-    made = _make(fleet, domain)
-    assert _present(fleet, domain, made) == dict.fromkeys(
-        ["post", "comment", "upload", "learner"], True
-    )
+    made = content.make(fleet, SLUG, domain)
+    assert content.all_present(fleet, made)
     first = fleet.kk_json("backup", "--all", timeout=BACKUP_TIMEOUT)
     yield Lab(fleet, fresh.conn, domain, made, first)
 
@@ -190,21 +94,6 @@ def test_every_municipality_is_backed_up_into_its_own_repository(lab: Lab) -> No
     assert "rc=0" not in tried and OTHER not in _listing(tried), tried
 
 
-def test_restore_brings_back_what_was_lost_and_verify_is_green(lab: Lab) -> None:
-    _lose(lab.fleet, lab.domain, lab.made)
-    assert not any(_present(lab.fleet, lab.domain, lab.made).values())
-    done = lab.fleet.kk_json("restore", SLUG, "--yes", timeout=BACKUP_TIMEOUT)
-    assert done["result"] == "restored" and not done["reverted"], done
-    assert done["archive"] == _by_slug(lab.first)[SLUG]["archive"]["name"]
-    assert _present(lab.fleet, lab.domain, lab.made) == dict.fromkeys(
-        ["post", "comment", "upload", "learner"], True
-    )
-    maintenance = lab.fleet.ssh(SLUG, "test -e /etc/kallikratis/maintenance && echo on || echo off")
-    assert maintenance.strip() == "off"
-    checks = lab.fleet.kk_json("verify", SLUG)["checks"]
-    assert [c["name"] for c in checks if not c["passed"]] == []
-
-
 def _uploads_relative(path: str) -> str:
     return path.split("/wp-content/uploads/", 1)[1]
 
@@ -216,8 +105,9 @@ def test_restore_test_proves_the_archive_while_the_original_keeps_serving(lab: L
     fleet = lab.fleet
     boot = fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip()
     newest = _archives(fleet, SLUG)[-1]["name"]
-    comment_id = _php(
+    comment_id = content.php(
         fleet,
+        SLUG,
         lab.domain,
         f' $c = get_comments(["search" => "{lab.made.comment}", "status" => "approve"]);'
         " echo $c ? $c[0]->comment_ID : 0;",

@@ -1,8 +1,11 @@
-"""Real VMs: up, pinned SSH, idempotence, kill -9 convergence, onboarding, destroy.
+"""Real VMs: up, pinned SSH, idempotence, kill -9 convergence, onboarding, destroy, and the
+whole life of a municipality's data.
 
 Works on the shared booted fleet (read-only) and on the scratch municipality, which this module
-adds to the inventory (one new entry: the onboarding story), kills twice in the middle of `up`,
-onboards with only the `opendata` module and unattended upgrades on, and destroys again.
+adds to the inventory (one new entry: the onboarding story), kills in the middle of `up`,
+onboards with `opendata` off (its "absent" path) and unattended upgrades on. A post with a
+comment, an upload and a Kolibri learner are made on it; `destroy` takes a final backup; the
+same entry is onboarded again and `restore` brings all four back, `verify` green.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from tests.e2e import portal_content as content
 from tests.e2e.conftest import (
     CONTROL,
     FLEET,
@@ -122,6 +126,10 @@ def test_status_reports_running_fleet(booted: Booted) -> None:
         assert r["uptime_s"] is not None and r["uptime_s"] >= 0
 
 
+#: the scratch municipality's story across this module's tests (they run in file order)
+STORY: dict[str, object] = {}
+
+
 @pytest.fixture(scope="module")
 def scratch(booted: Booted) -> Iterator[Fleet]:
     """The scratch municipality as one new inventory entry; entry and VM removed afterwards."""
@@ -129,9 +137,12 @@ def scratch(booted: Booted) -> Iterator[Fleet]:
     fleet.set_host(
         SCRATCH,
         display_name="Δήμος Μινώα Πεδιάδας",
-        modules=["opendata"],  # portal and education off: their "absent" paths run
+        # opendata off (its "absent" path runs); portal and education on: the data that the
+        # whole cycle below backs up, loses with the VM and restores
+        modules=["portal", "education"],
         base_unattended_upgrades=True,
     )
+    STORY.clear()
     try:
         yield fleet
     finally:
@@ -167,23 +178,27 @@ def test_kill_9_midway_then_up_converges(
     assert scratch.kk_json("plan")["orphans"] == []
 
 
-def test_onboard_with_modules_off_and_unattended_upgrades(scratch: Fleet) -> None:
-    """One entry with `modules: [opendata]`: onboard (up, deploy, verify) brings it online
-    with Datasette and without WordPress or Kolibri, unattended upgrades on."""
+def test_onboard_with_a_module_off_and_unattended_upgrades(scratch: Fleet) -> None:
+    """One entry with `modules: [portal, education]`: onboard (up, deploy, verify) brings it
+    online with WordPress and Kolibri and without Datasette, unattended upgrades on. Then a
+    citizen's and an employee's data is made on it, for the whole cycle below."""
     done = scratch.kk("onboard", SCRATCH, timeout=1800)
     assert f"{SCRATCH} is online" in done.stdout, done.stdout[-3000:]
     domain = f"{SCRATCH}.e2e.kallikratis.test"
     checks = {
-        "datasette": "systemctl is-active datasette",
-        "no kolibri": "! systemctl is-active --quiet kolibri",
-        "no portal config": f"test ! -e /etc/wordpress/config-{domain}.php",
-        "no portal snippet": "test ! -e /etc/nginx/kallikratis.d/portal.conf",
+        "kolibri": "systemctl is-active kolibri",
+        "portal config": f"test -e /etc/wordpress/config-{domain}.php",
+        "no datasette": "! systemctl is-active --quiet datasette",
+        "no opendata snippet": "test ! -e /etc/nginx/kallikratis.d/opendata.conf",
         "unattended upgrades": "systemctl is-enabled unattended-upgrades",
         "periodic": "apt-config dump APT::Periodic::Unattended-Upgrade | grep -q '\"1\"'",
     }
     script = "; ".join(f"if {cmd} >/dev/null; then echo 'ok {n}'; fi" for n, cmd in checks.items())
     out = scratch.ssh(SCRATCH, script)
     assert {f"ok {n}" for n in checks} == set(out.splitlines()), out
+    made = content.make(scratch, SCRATCH, domain)
+    assert content.all_present(scratch, made)
+    STORY["made"] = made
 
 
 def test_keys_rotate_replaces_the_automation_key(scratch: Fleet, tmp_path: Path) -> None:
@@ -238,3 +253,23 @@ def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) 
     assert golden and golden <= left, "the golden image must stay"
     again = scratch.kk_json("destroy", SCRATCH, "--yes")
     assert {r["result"] for r in again["results"]} == {"absent"}
+    STORY["final"] = final.group(1)
+
+
+def test_onboarded_again_and_restored_everything_is_back(scratch: Fleet) -> None:
+    """The whole cycle: what was made before `destroy` is in its final backup; the same entry
+    onboarded again is a new VM without it; `restore` (the newest archive: the final one)
+    brings the post, the comment, the upload and the learner back, and `verify` is green."""
+    made, final = STORY.get("made"), STORY.get("final")
+    assert isinstance(made, content.Made) and final, "needs the onboard and destroy tests"
+    done = scratch.kk("onboard", SCRATCH, timeout=1800)
+    assert f"{SCRATCH} is online" in done.stdout, done.stdout[-3000:]
+    assert not any(content.present(scratch, made).values()), "a new VM has none of it"
+    restored = scratch.kk_json("restore", SCRATCH, "--yes", timeout=1200)
+    assert restored["result"] == "restored" and not restored["reverted"], restored
+    assert restored["archive"] == final, restored
+    assert content.all_present(scratch, made), content.present(scratch, made)
+    flag = scratch.ssh(SCRATCH, "test -e /etc/kallikratis/maintenance && echo on || echo off")
+    assert flag.strip() == "off"
+    checks = scratch.kk_json("verify", SCRATCH)["checks"]
+    assert [c["name"] for c in checks if not c["passed"]] == []

@@ -159,3 +159,25 @@ def test_kolibri_password_goes_in_on_stdin() -> None:
     assert all("S3cr3t-Pa55word" not in a for a in argv)
     assert json.loads(stdin)["superuserpassword"] == "S3cr3t-Pa55word"
     assert task["no_log"] is True
+
+
+#: ansible_* names that are not gathered facts (magic, connection and loop variables)
+NOT_FACTS = {"ansible_managed", "ansible_version", "ansible_loop", "ansible_failed_result"}
+
+
+def test_no_role_reads_a_gathered_fact() -> None:
+    """site.yml gathers no facts (they cost ~15 s of every deploy under TCG): a role or
+    template that reads one (ansible_facts, ansible_distribution, ...) must not slip in."""
+    import re
+
+    plays = yaml.safe_load((ROLES.parent / "playbooks" / "site.yml").read_text())
+    assert [play.get("gather_facts") for play in plays] == [False] * len(plays)
+    files = [p for p in ROLES.rglob("*") if p.is_file() and p.suffix in (".yml", ".j2")]
+    files += list((ROLES.parent / "playbooks").glob("*.yml"))
+    used = {
+        (name, str(path.relative_to(ROLES.parent)))
+        for path in files
+        for name in re.findall(r"\bansible_[a-z0-9_]+", path.read_text())
+        if name not in NOT_FACTS
+    }
+    assert not used, sorted(used)
