@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,7 @@ def runner_arguments(
     env: dict[str, str],
     check: bool,
     extravars: dict[str, Any] | None,
+    tags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What ansible_runner.run gets (but the event handler). The inventory is absolute: the
     runner resolves a relative one from its private data dir, where it matches no host."""
@@ -161,6 +162,7 @@ def runner_arguments(
         "envvars": env,
         "extravars": extravars or {},
         "cmdline": "--check --diff" if check else None,
+        "tags": ",".join(tags) or None,
         "quiet": True,
         "suppress_env_files": True,
     }
@@ -177,10 +179,12 @@ def run_playbook(
     extravars: dict[str, Any] | None = None,
     environment: dict[str, str] | None = None,
     tag: str = "",
+    only: Sequence[str] = (),
 ) -> PlaybookRun:
     """*environment*: more variables for ansible-playbook (the fleet's actual addresses for
     the vars plugin: :func:`kallikratis.addresses.to_env`); *tag*: tells apart the private
-    directories of runs started side by side."""
+    directories of runs started side by side; *only*: ansible tags (site.yml tags each role
+    with its name), none = every task."""
     import ansible_runner
 
     runs = paths.StateDir(state_dir).secure().runs
@@ -212,7 +216,7 @@ def run_playbook(
 
     start = time.monotonic()
     runner = ansible_runner.run(
-        **runner_arguments(playbook, inventory, private, limit, env, check, extravars),
+        **runner_arguments(playbook, inventory, private, limit, env, check, extravars, only),
         event_handler=on_event,
     )
     stats = runner.stats or {}

@@ -14,7 +14,27 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kallikratis import ansible, model
+import yaml
+
+from kallikratis import ansible, model, paths
+from kallikratis.errors import KallikratisError
+
+
+def site_roles(playbook: Path | None = None) -> list[str]:
+    """The roles of site.yml, in play order, each once. site.yml tags every role entry with
+    its own name, so these are also the tags `deploy --only` may name."""
+    path = playbook or paths.PROJECT_ROOT / "playbooks" / "site.yml"
+    try:
+        plays = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise KallikratisError(f"{path}: cannot read the playbook: {exc}") from exc
+    roles: list[str] = []
+    for play in plays or []:
+        for entry in play.get("roles", []):
+            name = entry["role"] if isinstance(entry, dict) else entry
+            if name not in roles:
+                roles.append(name)
+    return roles
 
 
 def run_site(

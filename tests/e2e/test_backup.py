@@ -258,7 +258,9 @@ def test_the_off_site_copy_goes_to_the_remote_and_its_failure_keeps_controls(
     standin = OffsiteStandIn(tmp_path)
     try:
         fleet.set_fleet_vars(backup_remote=standin.remote)
-        fleet.kk_json("deploy", SLUG, timeout=1800)  # offsite.yaml and the pinned host key
+        # offsite.yaml and the remote's pinned host key: the backup role alone
+        only = fleet.kk_json("deploy", SLUG, "--only", "backup", timeout=1800)
+        assert only["only"] == ["backup"] and only["hosts"][SLUG]["changed"] > 0, only
         keys = fleet.kk_json("backup", "remote-keys")["municipalities"]
         lines = [k["authorized_keys"] for k in keys if k["authorized_keys"]]
         assert any(f"--restrict-to-repository {standin.base}/{SLUG}" in ln for ln in lines), keys
