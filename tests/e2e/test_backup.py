@@ -11,6 +11,7 @@ final backup taken), onboarded again and restored, and what was made on it is ba
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -28,7 +29,7 @@ import pytest
 from kallikratis.patchmetrics import TEXTFILE_DIR
 
 from tests.e2e import portal_content as content
-from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SLUGS, Deployed, Fleet
+from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SCRATCH, SLUGS, Deployed, Fleet
 
 pytestmark = pytest.mark.e2e
 SLUG = "hersonissos"  # every module on
@@ -143,6 +144,38 @@ def test_restore_test_proves_the_archive_while_the_original_keeps_serving(lab: L
     assert f'kallikratis_restore_test_last_success{{municipality="{SLUG}"}} 1' in prom, prom
     journal = fleet.kk_json("history", SLUG)["runs"][0]
     assert journal["command"] == "restore-test", journal
+
+
+@pytest.mark.extended
+def test_restore_to_new_brings_the_archive_into_a_fresh_vm(lab: Lab) -> None:
+    """`restore hersonissos --to-new <scratch>`: the scratch entry (every module) is brought up
+    and deployed, hersonissos' newest archive restored into it with its own domain, and the
+    post, comment, upload and learner are there; hersonissos itself is not touched."""
+    fleet = lab.fleet
+    boot = fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip()
+    fleet.set_host(
+        SCRATCH,
+        display_name="Δήμος Μινώα Πεδιάδας",
+        modules=["portal", "opendata", "education"],
+    )
+    try:
+        done = fleet.kk_json(
+            "restore", SLUG, "--to-new", SCRATCH, "--yes", timeout=RESTORE_TEST_TIMEOUT
+        )
+        assert done["result"] == "restored", done
+        assert done["archive"] == _archives(fleet, SLUG)[-1]["name"], done
+        print(f"restore --to-new: {done['seconds']} s, phases {done['phases']}")
+        domain = fleet.sites()[SCRATCH][1]
+        moved = dataclasses.replace(lab.made, slug=SCRATCH, domain=domain)
+        assert content.all_present(fleet, moved), content.present(fleet, moved)
+        home = content.php(fleet, SCRATCH, domain, ' echo get_option("home");')
+        assert home == f"https://{domain}", home
+        checks = fleet.kk_json("verify", SCRATCH)["checks"]
+        assert [c["name"] for c in checks if not c["passed"]] == []
+        assert fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip() == boot
+    finally:
+        fleet.kk("destroy", SCRATCH, "--yes", "--no-final-backup", check=False, timeout=600)
+        fleet.remove_host(SCRATCH)
 
 
 def test_an_archive_of_another_municipality_is_refused(lab: Lab) -> None:
