@@ -3,7 +3,10 @@
 NEWNAME is a municipality declared in the inventory whose VM does not exist yet: it is brought
 up and deployed as `onboard` does, then NAME's archive is restored into it by the same relay
 and dump loading as a restore test (:mod:`kallikratis.restoreinto`), WordPress' addresses
-set to NEWNAME's domain, the content checked against the archive, and verify run.
+set to NEWNAME's domain, the content checked against the archive, NEWNAME's own portal set-up
+applied again over the archive's database (its site title, administrator, pages: the archive
+holds NAME's), and verify run. Kolibri's facility, its learners and its administrator come
+with the archive unchanged: they are the content being moved.
 
 Refused (exit 2, nothing changed): NEWNAME = NAME, a central VM, NEWNAME without one of NAME's
 modules (its data would be dropped), and a NEWNAME whose VM exists, in any state: a restore
@@ -46,9 +49,12 @@ def to_new(
     target: model.Municipality,
     transplant: Transplant,
     verify: VerifyFn,
+    reapply: Callable[[], None],
     progress: Callable[[str], None] = lambda _phase: None,
 ) -> RestoreOutcome:
-    """Restore into *target*'s VM (up and deployed by the caller), check, verify."""
+    """Restore into *target*'s VM (up and deployed by the caller), check the content,
+    *reapply* the target's own settings over the archive's (raises KallikratisError), verify.
+    The content is checked before: the set-up adds its sample posts where they are missing."""
     o = RestoreOutcome(target.slug, transplant.archive)
     start = time.monotonic()
     phase = "restoring files and databases"
@@ -60,6 +66,11 @@ def to_new(
         phase = "content check"
         progress(phase)
         check_content(expected, parse_actual(transplant.target.run(actual_script(target), 600)))
+        phase = "applying its own settings"
+        progress(phase)
+        t = time.monotonic()
+        reapply()
+        o.timings[phase] = time.monotonic() - t
         phase = "verifying"
         progress(phase)
         t = time.monotonic()

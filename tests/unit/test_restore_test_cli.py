@@ -249,26 +249,56 @@ class _Transplant:
 
 
 @pytest.mark.parametrize(
-    ("posts", "verified", "result", "detail"),
+    ("posts", "verified", "reapplied", "result", "detail", "called"),
     [
-        ({"1": "Ανακοίνωση"}, True, "restored", ""),
-        ({"1": "Ανακοίνωση"}, False, "failed", "verifying: verify: web: 502"),
-        ({}, True, "failed", "content check: published posts missing"),
+        ({"1": "Ανακοίνωση"}, True, True, "restored", "", ["reapply", "verify"]),
+        (
+            {"1": "Ανακοίνωση"},
+            False,
+            True,
+            "failed",
+            "verifying: verify: web: 502",
+            ["reapply", "verify"],
+        ),
+        ({}, True, True, "failed", "content check: published posts missing", []),
+        (
+            {"1": "Ανακοίνωση"},
+            True,
+            False,
+            "failed",
+            "applying its own settings: the portal role failed",
+            ["reapply"],
+        ),
     ],
 )
-def test_to_new_restores_checks_and_verifies_the_new_vm(
-    test_fleet: model.Fleet, posts: dict[str, str], verified: bool, result: str, detail: str
+def test_to_new_restores_checks_reapplies_and_verifies_the_new_vm(
+    test_fleet: model.Fleet,
+    posts: dict[str, str],
+    verified: bool,
+    reapplied: bool,
+    result: str,
+    detail: str,
+    called: list[str],
 ) -> None:
     new = test_fleet.get("archanes-asterousia")
     transplant = _Transplant(_Target(posts))
     phases: list[str] = []
-    outcome = restorenew.to_new(
-        new,
-        transplant,  # type: ignore[arg-type]
-        lambda ms: {ms[0].slug: (verified, "web: 502")},
-        phases.append,
-    )
+    calls: list[str] = []
+
+    def reapply() -> None:
+        calls.append("reapply")
+        if not reapplied:
+            raise KallikratisError("the portal role failed (Portal set-up: exit 1)")
+
+    def verify(ms: list[model.Municipality]) -> dict[str, tuple[bool, str]]:
+        calls.append("verify")
+        return {ms[0].slug: (verified, "web: 502")}
+
+    outcome = restorenew.to_new(new, transplant, verify, reapply, phases.append)  # type: ignore[arg-type]
     assert (outcome.slug, outcome.result) == ("archanes-asterousia", result)
     assert outcome.detail.startswith(detail)
     assert transplant.moved == [True]  # WordPress' addresses become the new VM's
     assert phases[0] == "restoring files and databases"
+    # the target's own settings go over the archive's after the content check (the set-up
+    # adds sample posts where missing), before verify; nothing after a failed step
+    assert calls == called

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import click
 
-from kallikratis import backups, backupstore, model, restore, restorenew, secrets, verify
+from kallikratis import (
+    addresses,
+    backups,
+    backupstore,
+    model,
+    restore,
+    restorenew,
+    secrets,
+    siterun,
+    verify,
+)
 from kallikratis.commands.audit import audited
 from kallikratis.commands.backup import store_of
 from kallikratis.commands.common import (
@@ -38,6 +49,31 @@ def _verify_fn(ctx: Context, maintenance: bool = True) -> restore.VerifyFn:
         return out
 
     return check
+
+
+def _reapply_fn(ctx: Context, new: model.Municipality) -> Callable[[], None]:
+    """NEWNAME's own portal set-up over the archive's database (site title, administrator,
+    addresses, pages): the portal role alone, as `deploy NEWNAME --only portal` runs it."""
+
+    def reapply() -> None:
+        if "portal" not in new.modules:
+            return
+        run = siterun.run_site(
+            ctx.fleet.inventory,
+            (new,),
+            state_dir=ctx.engine.state_dir,
+            environment=addresses.to_env(ctx.fleet),
+            only=("portal",),
+        )
+        host = run.hosts.get(new.slug)
+        if run.not_started or host is None or host.result != "ok":
+            failures = "; ".join(f"{t}: {m}" for t, m in host.failures) if host else ""
+            why = run.not_started or failures or (host.result if host else "no result")
+            raise KallikratisError(
+                f"the portal role failed ({why}); run artifacts: {run.artifacts.parent}"
+            )
+
+    return reapply
 
 
 @click.command("restore")
@@ -152,7 +188,11 @@ def _to_new(
         )
         with PhaseBoard([new.slug], f"restore {archive.name}") as board:
             outcome = restorenew.to_new(
-                new, transplant, _verify_fn(ctx, maintenance=False), lambda p: board(new.slug, p)
+                new,
+                transplant,
+                _verify_fn(ctx, maintenance=False),
+                _reapply_fn(ctx, new),
+                lambda p: board(new.slug, p),
             )
             board(new.slug, outcome.result)
         record.result(new.slug, outcome.result, f"{archive.name} {outcome.detail}"[:1500])
