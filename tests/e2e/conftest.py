@@ -39,6 +39,7 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -494,24 +495,35 @@ class Deployed:
     pristine: Path  # the inventory as it was when the snapshots were taken
     repo: AptRepo
     restores: list[float] = field(default_factory=list)
+    dirty: bool = False  # a module changed the shared VMs or the inventory since the snapshot
 
     def restore(self) -> None:
-        """The shared VMs and the inventory back to the base snapshot (seconds, not minutes)."""
+        """The shared VMs and the inventory back to the base snapshot (seconds, not minutes):
+        the VMs side by side (each revert is its own QEMU loading its memory)."""
         started = time.monotonic()
         close_ssh_masters(self.fleet.state)
         backend = LibvirtBackend(URI, self.conn)  # the revert and clock steps of patch runs
-        for slug in VMS:
+
+        def back(slug: str) -> bool:
             name = f"{FLEET}-{slug}"
             backend.revert_snapshot(name, BASE_SNAPSHOT)
             for snap in self.conn.lookupByName(name).listAllSnapshots():
                 if snap.getName() != BASE_SNAPSHOT:
                     snap.delete(0)
-        for slug in VMS:
-            assert backend.sync_guest_clock(f"{FLEET}-{slug}", attempts=20), f"{slug}: clock"
+            return backend.sync_guest_clock(name, attempts=20)
+
+        with ThreadPoolExecutor(len(VMS)) as pool:
+            clocks = dict(zip(VMS, pool.map(back, VMS), strict=True))
+        assert all(clocks.values()), f"clock not set: {clocks}"
         shutil.rmtree(self.fleet.inventory)
         shutil.copytree(self.pristine, self.fleet.inventory)
         self.repo.publish(["1.0"])
+        self.dirty = False
         self.restores.append(time.monotonic() - started)
+
+
+#: the session's Deployed once made (for modules that do not need the deploy: see `at_base`)
+SESSION: dict[str, Deployed] = {}
 
 
 @pytest.fixture(scope="session")
@@ -533,6 +545,7 @@ def deployed(
     pristine = tmp_path_factory.mktemp("pristine") / "e2e"
     shutil.copytree(fleet.inventory, pristine)
     deployed = Deployed(fleet, conn, out, pristine, booted.repo)
+    SESSION["deployed"] = deployed
     yield deployed
     # measured, for the record: how long putting the fleet back took each time
     art = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
@@ -543,9 +556,22 @@ def deployed(
 
 @pytest.fixture(scope="module")
 def fresh(deployed: Deployed) -> Iterator[Deployed]:
-    """The shared fleet as deployed, for a module that changes it; put back afterwards."""
-    deployed.restore()
-    try:
-        yield deployed
-    finally:
+    """The shared fleet as deployed, for a module that changes it. Put back lazily: at the
+    start of the next module that needs it, not at the end of this one (a revert of every VM
+    saved per module; the session ends with `destroy --all` whatever the state)."""
+    if deployed.dirty:
         deployed.restore()
+    deployed.dirty = True
+    yield deployed
+
+
+@pytest.fixture(scope="module")
+def at_base() -> Iterator[None]:
+    """For a module on the booted fleet that needs no deploy of its own (test_provision): the
+    shared VMs back at the base snapshot if a module before it changed them; changed after."""
+    deployed = SESSION.get("deployed")
+    if deployed is not None and deployed.dirty:
+        deployed.restore()
+    yield
+    if deployed is not None:
+        deployed.dirty = True

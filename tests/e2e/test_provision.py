@@ -38,7 +38,8 @@ from tests.e2e.conftest import (
     our_volumes,
 )
 
-pytestmark = pytest.mark.e2e
+# the shared VMs as deployed (running, the pristine inventory) when an earlier module changed them
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("at_base")]
 
 
 def expected_volumes(slugs: list[str]) -> set[str]:
