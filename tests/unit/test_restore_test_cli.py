@@ -302,3 +302,42 @@ def test_to_new_restores_checks_reapplies_and_verifies_the_new_vm(
     # the target's own settings go over the archive's after the content check (the set-up
     # adds sample posts where missing), before verify; nothing after a failed step
     assert calls == called
+
+
+class _Record:
+    """What bring_up journals (not looked at here)."""
+
+    def result(self, *_args: object) -> None: ...
+
+    def artifacts(self, *_args: object) -> None: ...
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_bring_up_keeps_standard_output_for_the_callers_json(
+    test_fleet: model.Fleet, monkeypatch: pytest.MonkeyPatch, capsys, as_json: bool
+) -> None:
+    """`restore --to-new --json` brings NEWNAME up first: its up and deploy tables go to
+    standard error then, or the JSON report would not be the only thing on standard output
+    (found on real VMs)."""
+    from types import SimpleNamespace
+
+    from kallikratis import ansible
+    from kallikratis.commands import stack
+    from kallikratis.provision import UpResult
+
+    new = test_fleet.get("archanes-asterousia")
+    hosts = {new.slug: ansible.HostOutcome(ok=3)}
+    run = ansible.PlaybookRun("site.yml", 0, 1.0, Path("/runs/x/artifacts"), hosts, "linear")
+    monkeypatch.setattr(stack, "prepare_stack", lambda *_a: None)
+    monkeypatch.setattr(stack.siterun, "run_site", lambda *_a, **_k: run)
+    engine = SimpleNamespace(
+        up=lambda ms, _board: [UpResult(ms[0].slug, "created", seconds=1.0)],
+        keys=None,
+        state_dir=Path("/nonexistent"),
+    )
+    ctx = SimpleNamespace(engine=engine, fleet=test_fleet)
+    stack.bring_up(ctx, new, _Record(), as_json)  # type: ignore[arg-type]
+    out, err = capsys.readouterr()
+    tables = (err, out) if as_json else (out, err)
+    assert "created" in tables[0] and "deploy (linear" in tables[0]
+    assert "created" not in tables[1] and "deploy (linear" not in tables[1]

@@ -92,8 +92,11 @@ def esc(text: Any) -> str:
     return escape(str(text))
 
 
-def report_results(results: list[UpResult], as_json: bool, title: str) -> None:
-    """The table (or JSON) of an up/destroy; ProvisionError when any failed."""
+def report_results(
+    results: list[UpResult], as_json: bool, title: str, to: Console | None = None
+) -> None:
+    """The table (or JSON) of an up/destroy, the table on *to* (default: standard output);
+    ProvisionError when any failed."""
     if as_json:
         emit_json({"results": results})
     else:
@@ -106,7 +109,7 @@ def report_results(results: list[UpResult], as_json: bool, title: str) -> None:
             table.add_row(
                 esc(r.slug), f"[{color}]{r.result}[/]", f"{r.seconds:.1f}", ssh_s, esc(r.detail)
             )
-        console.print(table)
+        (to or console).print(table)
     failed = [r.slug for r in results if r.result == "failed"]
     if failed:
         raise ProvisionError(f"failed: {', '.join(failed)}")

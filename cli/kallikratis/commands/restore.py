@@ -181,7 +181,7 @@ def _to_new(
     with audited(
         ctx, "restore", [m.slug, new.slug, *(c.slug for c in with_control(ctx, new))]
     ) as record:
-        bring_up(ctx, new, record)
+        bring_up(ctx, new, record, as_json)
         passphrase = secrets.read_secret(ctx.fleet, m.slug, engine.keys, "vault_backup_passphrase")
         transplant = Transplant(
             m.slug, archive.name, store.guest, Guest(engine.target(new)), passphrase

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from kallikratis import addresses, ansible, model, siterun, verify
@@ -14,6 +15,7 @@ from kallikratis.commands.common import (
     Context,
     all_opt,
     console,
+    console_err,
     emit_json,
     esc,
     json_option,
@@ -56,7 +58,9 @@ def run_deploy(
     check: bool,
     as_json: bool,
     only: tuple[str, ...] = (),
+    to: Console | None = None,
 ) -> ansible.PlaybookRun:
+    """site.yml on *selection*; its JSON, or its table on *to* (default: standard output)."""
     engine = ctx.engine
     prepare_stack(ctx.fleet, engine.keys, engine.state_dir, selection)
     what = "deploy" + (" --check" if check else "") + (f" --only {','.join(only)}" if only else "")
@@ -83,6 +87,7 @@ def run_deploy(
             }
         )
     else:
+        out = to or console
         table = Table(title=f"{what} ({run.strategy}, {run.seconds:.0f} s)", title_justify="left")
         for col in ("municipality", "result", "ok", "changed", "failed", "unreachable"):
             table.add_column(col)
@@ -96,11 +101,11 @@ def run_deploy(
                 str(h.failed),
                 str(h.unreachable),
             )
-        console.print(table)
+        out.print(table)
         for slug, h in run.hosts.items():
             for task, msg in h.failures:
-                console.print(f"[red]{esc(slug)}[/]: task [bold]{esc(task)}[/]: {esc(msg)}")
-        console.print(f"run artifacts: {esc(run.artifacts)}")
+                out.print(f"[red]{esc(slug)}[/]: task [bold]{esc(task)}[/]: {esc(msg)}")
+        out.print(f"run artifacts: {esc(run.artifacts)}")
     return run
 
 
@@ -234,15 +239,17 @@ def with_control(ctx: Context, m: model.Municipality) -> tuple[model.Municipalit
     return (control,) if control is not None and not m.is_central else ()
 
 
-def bring_up(ctx: Context, m: model.Municipality, record: RunRecord) -> None:
+def bring_up(ctx: Context, m: model.Municipality, record: RunRecord, as_json: bool = False) -> None:
     """`onboard`'s up and deploy (with control side by side), under the caller's lock and
-    journal record (also `restore --to-new`'s)."""
+    journal record (also `restore --to-new`'s). *as_json*: the caller prints JSON, so the
+    up and deploy tables go to standard error."""
+    to = console_err if as_json else console
     central = with_control(ctx, m)
     with PhaseBoard([m.slug], "up") as board:
         results = ctx.engine.up([m], board)
     record_results(record, results, "up")
-    report_results(results, False, "up")
-    run = run_deploy(ctx, (m, *central), False, False)
+    report_results(results, False, "up", to)
+    run = run_deploy(ctx, (m, *central), False, False, to=to)
     record_playbook(record, run)
     raise_if_not_started(run)
     failed = [s for s in (m.slug, *(c.slug for c in central)) if run.hosts[s].result != "ok"]
