@@ -392,9 +392,6 @@ def _e2e_inventory(dest: Path) -> Path:
     data["fleet_network"].update(
         name=NETWORK, cidr="10.77.0.0/24", gateway=GATEWAY, dns=[GATEWAY], bridge="kk-e2e"
     )
-    vcpus = os.environ.get("KALLIKRATIS_E2E_VCPUS")  # measurements: the lab's VMs' vCPUs
-    if vcpus:
-        data["vm_profiles"][data["default_profile"]]["vcpus"] = int(vcpus)
     f.fleet_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
     f.remove_host(SCRATCH)  # not part of the shared fleet; its host_vars stay for onboarding
     # the interoperability hub is not in the shared fleet (CI time: a fourth VM under TCG)
