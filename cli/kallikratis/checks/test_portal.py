@@ -139,7 +139,9 @@ def test_page_cache_answers_anonymous_visitors(web: Any, portal_on: bool) -> Non
         return
     web.https("/")
     again = web.https("/")
-    assert again.headers.get("x-kallikratis-cache") == "HIT", again.headers
+    # from the cache: HIT, or UPDATING when the entry had just expired and is being refreshed
+    # in the background (fastcgi_cache_background_update; seen on real VMs after a patch run)
+    assert again.headers.get("x-kallikratis-cache") in ("HIT", "UPDATING"), again.headers
     assert "strict-transport-security" in again.headers
     logged_in = web.https("/", {"Cookie": "wordpress_logged_in_check=1"})
     assert logged_in.headers.get("x-kallikratis-cache") == "BYPASS", logged_in.headers
