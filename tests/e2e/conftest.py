@@ -518,6 +518,13 @@ class Deployed:
         self.dirty = False
         self.restores.append(time.monotonic() - started)
 
+    def claim(self) -> None:
+        """For a module that is about to change the fleet: back to the base snapshot first if
+        a module before it changed it (put back lazily, never at a module's end)."""
+        if self.dirty:
+            self.restore()
+        self.dirty = True
+
 
 #: the session's Deployed once made (for modules that do not need the deploy: see `at_base`)
 SESSION: dict[str, Deployed] = {}
@@ -556,9 +563,7 @@ def fresh(deployed: Deployed) -> Iterator[Deployed]:
     """The shared fleet as deployed, for a module that changes it. Put back lazily: at the
     start of the next module that needs it, not at the end of this one (a revert of every VM
     saved per module; the session ends with `destroy --all` whatever the state)."""
-    if deployed.dirty:
-        deployed.restore()
-    deployed.dirty = True
+    deployed.claim()
     yield deployed
 
 
@@ -567,8 +572,6 @@ def at_base() -> Iterator[None]:
     """For a module on the booted fleet that needs no deploy of its own (test_provision): the
     shared VMs back at the base snapshot if a module before it changed them; changed after."""
     deployed = SESSION.get("deployed")
-    if deployed is not None and deployed.dirty:
-        deployed.restore()
-    yield
     if deployed is not None:
-        deployed.dirty = True
+        deployed.claim()
+    yield

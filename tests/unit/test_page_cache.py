@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kallikratis.checks import test_portal as checks
 from test_nginx_config import render_tree, role_vars, running
 
 PHP_CGI = shutil.which("php-cgi") or "/usr/bin/php-cgi"  # scripts/system-packages.txt
@@ -173,8 +174,6 @@ def test_verify_counts_a_background_refresh_as_answered_from_the_cache(
 ) -> None:
     """An entry that just expired is served from the cache while nginx refreshes it
     (UPDATING): verify failed on that after a real patch run."""
-    from kallikratis.checks import test_portal as checks
-
     if ok:
         checks.test_page_cache_answers_anonymous_visitors(_Web(cache), True)
     else:

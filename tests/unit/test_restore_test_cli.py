@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
-from kallikratis import backups, model, restorenew, restoretestmetrics, runlock
+from kallikratis import ansible, backups, model, restorenew, restoretestmetrics, runlock
 from kallikratis.cli import main_group
 from kallikratis.commands import restoretest as restoretest_cmd
+from kallikratis.commands import stack
 from kallikratis.errors import KallikratisError, UsageError
+from kallikratis.provision import UpResult
 from kallikratis.restorecontent import Content
 from kallikratis.restoretest import RestoreTest, RestoreTestOutcome
 from support import InventoryCopy, systemd_verify_units
@@ -319,11 +322,6 @@ def test_bring_up_keeps_standard_output_for_the_callers_json(
     """`restore --to-new --json` brings NEWNAME up first: its up and deploy tables go to
     standard error then, or the JSON report would not be the only thing on standard output
     (found on real VMs)."""
-    from types import SimpleNamespace
-
-    from kallikratis import ansible
-    from kallikratis.commands import stack
-    from kallikratis.provision import UpResult
 
     new = test_fleet.get("archanes-asterousia")
     hosts = {new.slug: ansible.HostOutcome(ok=3)}
