@@ -2,7 +2,7 @@
 approved comment, an uploaded file, a Kolibri learner), made and read on the VM itself:
 WordPress through PHP as www-data, Kolibri through its own Django models, the files by path.
 
-Shared by the backup tests: `test_backup` (backup, restore-test) and `test_provision` (the whole
+Shared by the backup tests: `test_backup` (backup) and `test_lifecycle` (restore-test, the whole
 cycle: destroy with a final backup, onboard again, restore)."""
 
 from __future__ import annotations

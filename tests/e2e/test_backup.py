@@ -1,12 +1,12 @@
-"""Backups on the real shared fleet (``fresh``: reverted before and after the module): borgmatic
-on the municipalities' VMs into their append-only repositories on control, the restore test
-into a throwaway VM, the refusals, the faults (an unreachable VM, `kill -9` mid-backup) and
-the off-site copy.
+"""Backups on the real shared fleet (``fresh``: reverted before the module): borgmatic on the
+municipalities' VMs into their append-only repositories on control, the refusals, the faults
+(an unreachable VM, `kill -9` mid-backup) and the off-site copy.
 
 What a citizen or an employee made on hersonissos' portal and e-learning (a post with a comment,
-an uploaded file, a Kolibri learner) is backed up, and `restore-test` finds it in the archive.
-`restore` itself runs in test_provision's whole cycle: the scratch municipality is destroyed (a
-final backup taken), onboarded again and restored, and what was made on it is back.
+an uploaded file, a Kolibri learner) is backed up. `restore-test` and `restore` run in
+test_lifecycle (lane b, beside this module): the scratch municipality's archive is proven in a
+throwaway VM; then it is destroyed (a final backup taken), onboarded again and restored, and
+what was made on it is back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from kallikratis.patchmetrics import TEXTFILE_DIR
 
 from tests.e2e import portal_content as content
 from tests.e2e.conftest import CONTROL, FLEET, GATEWAY, SCRATCH, SLUGS, Deployed, Fleet
@@ -93,57 +92,6 @@ def test_every_municipality_is_backed_up_into_its_own_repository(lab: Lab) -> No
     theirs = repo.strip()[: -len(SLUG)] + OTHER
     tried = lab.fleet.ssh(SLUG, f"sudo {BORG_AS_VM} list {shlex.quote(theirs)} 2>&1; echo rc=$?")
     assert "rc=0" not in tried and OTHER not in _listing(tried), tried
-
-
-def _uploads_relative(path: str) -> str:
-    return path.split("/wp-content/uploads/", 1)[1]
-
-
-def test_restore_test_proves_the_archive_while_the_original_keeps_serving(lab: Lab) -> None:
-    """One throwaway VM, one deploy: the newest archive (the one `lab` made, with the post,
-    comment, upload and learner) restored on the isolated network, verified, content-checked
-    against the archive, removed; hersonissos itself not touched."""
-    fleet = lab.fleet
-    boot = fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip()
-    newest = _archives(fleet, SLUG)[-1]["name"]
-    comment_id = content.php(
-        fleet,
-        SLUG,
-        lab.domain,
-        f' $c = get_comments(["search" => "{lab.made.comment}", "status" => "approve"]);'
-        " echo $c ? $c[0]->comment_ID : 0;",
-    )
-    learners = fleet.ssh(
-        SLUG,
-        "sudo sqlite3 /var/lib/kolibri/db.sqlite3 'select count(*) from kolibriauth_facilityuser'",
-    )
-    done = fleet.kk_json("restore-test", SLUG, timeout=RESTORE_TEST_TIMEOUT)
-    [row] = done["results"]
-    assert row["result"] == "passed", row
-    assert (row["archive"], row["verify"], row["leftover"]) == (newest, "passed", ""), row
-    assert row["expected"] == row["actual"], row
-    # the content check saw what the fixture made before the backup
-    assert row["content"]["posts"].get(str(lab.made.post_id)) == lab.made.title, row["content"]
-    assert comment_id.strip() in row["content"]["comments"], row["content"]
-    upload = _uploads_relative(lab.made.upload)
-    assert row["content"]["uploads"].get(upload) == len(lab.made.upload_text.encode()), row
-    assert row["expected"]["learners"] == int(learners.strip()) >= 2, row  # admin + learner
-    print(f"restore-test of {SLUG}: {row['seconds']} s, phases {row['phases']}")
-    # the original kept serving: same boot, never in maintenance
-    assert fleet.ssh(SLUG, "cat /proc/sys/kernel/random/boot_id").strip() == boot
-    maintenance = fleet.ssh(SLUG, "test -e /etc/kallikratis/maintenance && echo on || echo off")
-    assert maintenance.strip() == "off"
-    # the throwaway is gone: domain, volumes, isolated network
-    throwaway = f"{FLEET[:17].rstrip('-')}-rt-{SLUG}-rt"
-    assert not [d for d in lab.conn.listAllDomains() if d.name() == throwaway]
-    names = [n for p in lab.conn.listAllStoragePools() for n in p.listVolumes()]
-    assert not [n for n in names if n.startswith(throwaway)], names
-    assert f"{FLEET}-restoretest" not in lab.conn.listNetworks() + lab.conn.listDefinedNetworks()
-    # control's monitoring got the result
-    prom = fleet.ssh(CONTROL, f"sudo cat {TEXTFILE_DIR}/kallikratis-restore-test-run-{SLUG}.prom")
-    assert f'kallikratis_restore_test_last_success{{municipality="{SLUG}"}} 1' in prom, prom
-    journal = fleet.kk_json("history", SLUG)["runs"][0]
-    assert journal["command"] == "restore-test", journal
 
 
 @pytest.mark.extended

@@ -1,0 +1,253 @@
+"""Real VMs: the whole life of a municipality, on the scratch municipality alone.
+
+One new inventory entry (the onboarding story): `up` killed in the middle then converged; onboarded
+with `opendata` off (its "absent" path) and unattended upgrades on; a post with a comment, an
+upload and a Kolibri learner made on it; backed up, and `restore-test` proves the archive in a
+throwaway VM while the original keeps serving; the automation key rotated; `destroy` takes a
+final backup; the same entry onboarded again and `restore` brings all four back, `verify` green.
+
+`scripts/lab test` runs this module in lane b (conftest: LANE), beside the other modules: a
+fleet of its own, control and the scratch municipality, so that its single-VM deploys (three
+first deploys: onboard, the restore test's throwaway VM, onboard again) use the core that the
+shared fleet's modules leave idle. Alone (`scripts/lab test tests/e2e/test_lifecycle.py`) it
+runs on the shared fleet like any other module.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from kallikratis.patchmetrics import TEXTFILE_DIR
+
+from tests.e2e import portal_content as content
+from tests.e2e.conftest import (
+    CONTROL,
+    FLEET,
+    POOL,
+    SCRATCH,
+    VMS,
+    Deployed,
+    Fleet,
+    dhcp_hosts,
+    expected_volumes,
+    our_domains,
+    our_volumes,
+)
+
+pytestmark = pytest.mark.e2e
+#: one throwaway VM: up (~80 s), a first deploy (~5 min under TCG), the relay, verify
+RESTORE_TEST_TIMEOUT = 2400
+
+
+#: the scratch municipality's story across this module's tests (they run in file order)
+STORY: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module")
+def scratch(fresh: Deployed) -> Iterator[Fleet]:
+    """The scratch municipality as one new inventory entry; entry and VM removed afterwards.
+    On the deployed fleet: control holds the backup store that the story backs up into."""
+    fleet = fresh.fleet
+    fleet.set_host(
+        SCRATCH,
+        display_name="Δήμος Μινώα Πεδιάδας",
+        # opendata off (its "absent" path runs); portal and education on: the data that the
+        # whole cycle below backs up, loses with the VM and restores
+        modules=["portal", "education"],
+        base_unattended_upgrades=True,
+    )
+    STORY.clear()
+    try:
+        yield fleet
+    finally:
+        fleet.kk("destroy", SCRATCH, "--yes", "--no-final-backup", check=False, timeout=600)
+        fleet.remove_host(SCRATCH)
+
+
+@pytest.mark.parametrize(
+    "kill_at", [pytest.param("creating disk", marks=pytest.mark.extended), "waiting for SSH"]
+)
+def test_kill_9_midway_then_up_converges(
+    scratch: Fleet, conn: libvirt.virConnect, kill_at: str
+) -> None:
+    scratch.kk("destroy", SCRATCH, "--yes", "--no-final-backup")  # never deployed: no data
+    assert f"{FLEET}-{SCRATCH}" not in our_domains(conn)
+    run = scratch.popen("up", SCRATCH)
+    seen = run.wait_for(kill_at, timeout=300)
+    run.signal(signal.SIGKILL, group=True)
+    run.finish(timeout=30)
+    assert seen, f"never saw {kill_at!r}:\n{run.stderr[-3000:]}"
+    out = scratch.kk_json("up", "--all", timeout=900)
+    results = {r["slug"]: r["result"] for r in out["results"]}
+    details = {r["slug"]: r["detail"] for r in out["results"]}
+    # killed before its first boot was confirmed, the VM still had the key in its seed: the
+    # converging `up` confirms the pinned key and retires the seed ("changed")
+    assert results[SCRATCH] in ("created", "started", "unchanged", "changed"), results
+    if results[SCRATCH] == "changed":
+        assert "seed" in details[SCRATCH], details
+    assert all(results[s] == "unchanged" for s in VMS), results
+    assert scratch.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
+    assert our_domains(conn) == {f"{FLEET}-{s}" for s in [*VMS, SCRATCH]}
+    assert our_volumes(conn) == expected_volumes([*VMS, SCRATCH])
+    assert scratch.kk_json("plan")["orphans"] == []
+
+
+def test_onboard_with_a_module_off_and_unattended_upgrades(scratch: Fleet) -> None:
+    """One entry with `modules: [portal, education]`: onboard (up, deploy, verify) brings it
+    online with WordPress and Kolibri and without Datasette, unattended upgrades on. Then a
+    citizen's and an employee's data is made on it, for the whole cycle below."""
+    done = scratch.kk("onboard", SCRATCH, timeout=1800)
+    assert f"{SCRATCH} is online" in done.stdout, done.stdout[-3000:]
+    domain = f"{SCRATCH}.e2e.kallikratis.test"
+    checks = {
+        "kolibri": "systemctl is-active kolibri",
+        "portal config": f"test -e /etc/wordpress/config-{domain}.php",
+        "no datasette": "! systemctl is-active --quiet datasette",
+        "no opendata snippet": "test ! -e /etc/nginx/kallikratis.d/opendata.conf",
+        "unattended upgrades": "systemctl is-enabled unattended-upgrades",
+        "periodic": "apt-config dump APT::Periodic::Unattended-Upgrade | grep -q '\"1\"'",
+    }
+    script = "; ".join(f"if {cmd} >/dev/null; then echo 'ok {n}'; fi" for n, cmd in checks.items())
+    out = scratch.ssh(SCRATCH, script)
+    assert {f"ok {n}" for n in checks} == set(out.splitlines()), out
+    made = content.make(scratch, SCRATCH, domain)
+    assert content.all_present(scratch, made)
+    STORY["made"] = made
+
+
+def test_restore_test_proves_the_archive_while_the_original_keeps_serving(
+    scratch: Fleet, conn: libvirt.virConnect
+) -> None:
+    """A backup of what the onboard test made, then one throwaway VM, one deploy: the newest
+    archive restored on the isolated network, verified, content-checked against the archive,
+    removed; the scratch municipality itself not touched."""
+    made = STORY.get("made")
+    assert isinstance(made, content.Made), "needs the onboard test"
+    backup = {m["slug"]: m for m in scratch.kk_json("backup", SCRATCH)["municipalities"]}
+    assert backup[SCRATCH]["result"] == "ok", backup
+    newest = backup[SCRATCH]["archive"]["name"]
+    assert scratch.kk_json("backups", SCRATCH)["archives"][-1]["name"] == newest
+    boot = scratch.ssh(SCRATCH, "cat /proc/sys/kernel/random/boot_id").strip()
+    comment_id = content.php(
+        scratch,
+        SCRATCH,
+        made.domain,
+        f' $c = get_comments(["search" => "{made.comment}", "status" => "approve"]);'
+        " echo $c ? $c[0]->comment_ID : 0;",
+    )
+    learners = scratch.ssh(
+        SCRATCH,
+        "sudo sqlite3 /var/lib/kolibri/db.sqlite3 'select count(*) from kolibriauth_facilityuser'",
+    )
+    done = scratch.kk_json("restore-test", SCRATCH, timeout=RESTORE_TEST_TIMEOUT)
+    [row] = done["results"]
+    assert row["result"] == "passed", row
+    assert (row["archive"], row["verify"], row["leftover"]) == (newest, "passed", ""), row
+    assert row["expected"] == row["actual"], row
+    # the content check saw what the onboard test made before the backup
+    assert row["content"]["posts"].get(str(made.post_id)) == made.title, row["content"]
+    assert comment_id.strip() in row["content"]["comments"], row["content"]
+    upload = made.upload.split("/wp-content/uploads/", 1)[1]
+    assert row["content"]["uploads"].get(upload) == len(made.upload_text.encode()), row
+    assert row["expected"]["learners"] == int(learners.strip()) >= 2, row  # admin + learner
+    print(f"restore-test of {SCRATCH}: {row['seconds']} s, phases {row['phases']}")
+    # the original kept serving: same boot, never in maintenance
+    assert scratch.ssh(SCRATCH, "cat /proc/sys/kernel/random/boot_id").strip() == boot
+    flag = scratch.ssh(SCRATCH, "test -e /etc/kallikratis/maintenance && echo on || echo off")
+    assert flag.strip() == "off"
+    # the throwaway is gone: domain, volumes, isolated network
+    throwaway = f"{FLEET[:17].rstrip('-')}-rt-{SCRATCH}-rt"
+    assert not [d for d in conn.listAllDomains() if d.name() == throwaway]
+    names = [n for p in conn.listAllStoragePools() for n in p.listVolumes()]
+    assert not [n for n in names if n.startswith(throwaway)], names
+    assert f"{FLEET}-restoretest" not in conn.listNetworks() + conn.listDefinedNetworks()
+    # control's monitoring got the result
+    prom = scratch.ssh(
+        CONTROL, f"sudo cat {TEXTFILE_DIR}/kallikratis-restore-test-run-{SCRATCH}.prom"
+    )
+    assert f'kallikratis_restore_test_last_success{{municipality="{SCRATCH}"}} 1' in prom, prom
+    journal = scratch.kk_json("history", SCRATCH)["runs"][0]
+    assert journal["command"] == "restore-test", journal
+
+
+def test_keys_rotate_replaces_the_automation_key(scratch: Fleet, tmp_path: Path) -> None:
+    """On the scratch VM and a copy of the state directory (the shared VMs' base snapshot only
+    knows the session's key, so they keep it)."""
+    copy = tmp_path / "state"
+    shutil.copytree(scratch.state, copy, ignore=shutil.ignore_patterns("cp"))
+    rotated = Fleet(scratch.inventory, copy, dict(scratch.env, KALLIKRATIS_STATE_DIR=str(copy)))
+    before = (copy / "ssh" / "id_ed25519.pub").read_text()
+    out = rotated.kk_json("keys", "rotate", SCRATCH, timeout=600)
+    assert [(r["slug"], r["result"]) for r in out["results"]] == [(SCRATCH, "rotated")], out
+    assert (copy / "ssh" / "id_ed25519.pub").read_text() != before
+    assert rotated.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
+    ip = scratch.sites()[SCRATCH][0]
+    old_key = scratch.state / "ssh" / "id_ed25519"  # the session's key, before the rotation
+    refused = subprocess.run(
+        [
+            "ssh", "-i", str(old_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+            "-o", f"UserKnownHostsFile={copy / 'fleets' / FLEET / 'known_hosts'}",
+            "-o", "ConnectTimeout=20", f"kallikratis@{ip}", "true",
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 255 and "Permission denied" in refused.stderr, refused.stderr
+    # the session's key back on the scratch VM (test set-up, not the product): the next test's
+    # `destroy` takes a final backup over SSH with the session's state directory
+    append = f"printf '%s\\n' {shlex.quote(before.strip())} >> ~/.ssh/authorized_keys"
+    rotated.kk("ssh", SCRATCH, "--", append)
+    assert scratch.kk("ssh", SCRATCH, "--", "hostname").stdout.strip() == SCRATCH
+
+
+def test_destroy_leaves_nothing_of_it(scratch: Fleet, conn: libvirt.virConnect) -> None:
+    ip = scratch.sites()[SCRATCH][0]
+    golden = {v.name() for v in conn.storagePoolLookupByName(POOL).listAllVolumes()}
+    golden = {v for v in golden if v.startswith("golden-")}
+    done = scratch.kk("destroy", SCRATCH, "--yes", "--json", timeout=900)
+    out = json.loads(done.stdout)
+    assert {r["result"] for r in out["results"]} == {"destroyed"}
+    # a final backup first, named; its repository on control outlives the VM
+    final = re.search(rf"final backup of {SCRATCH}: ({SCRATCH}-\S+)", done.stderr)
+    assert final, done.stderr[-3000:]
+    assert final.group(1) in out["results"][0]["detail"], out
+    kept = scratch.kk_json("backups", SCRATCH)["archives"]
+    assert final.group(1) in [a["name"] for a in kept], kept
+    assert f"{FLEET}-{SCRATCH}" not in our_domains(conn)
+    assert our_volumes(conn) == expected_volumes(VMS)
+    assert SCRATCH not in dhcp_hosts(conn)
+    known = (scratch.state / "fleets" / FLEET / "known_hosts").read_text().splitlines()
+    assert ip not in {line.split()[0] for line in known if line.strip()}
+    left = {v.name() for v in conn.storagePoolLookupByName(POOL).listAllVolumes()}
+    assert golden and golden <= left, "the golden image must stay"
+    again = scratch.kk_json("destroy", SCRATCH, "--yes")
+    assert {r["result"] for r in again["results"]} == {"absent"}
+    STORY["final"] = final.group(1)
+
+
+def test_onboarded_again_and_restored_everything_is_back(scratch: Fleet) -> None:
+    """The whole cycle: what was made before `destroy` is in its final backup; the same entry
+    onboarded again is a new VM without it; `restore` (the newest archive: the final one)
+    brings the post, the comment, the upload and the learner back, and `verify` is green."""
+    made, final = STORY.get("made"), STORY.get("final")
+    assert isinstance(made, content.Made) and final, "needs the onboard and destroy tests"
+    done = scratch.kk("onboard", SCRATCH, timeout=1800)
+    assert f"{SCRATCH} is online" in done.stdout, done.stdout[-3000:]
+    assert not any(content.present(scratch, made).values()), "a new VM has none of it"
+    restored = scratch.kk_json("restore", SCRATCH, "--yes", timeout=1200)
+    assert restored["result"] == "restored" and not restored["reverted"], restored
+    assert restored["archive"] == final, restored
+    assert content.all_present(scratch, made), content.present(scratch, made)
+    flag = scratch.ssh(SCRATCH, "test -e /etc/kallikratis/maintenance && echo on || echo off")
+    assert flag.strip() == "off"
+    checks = scratch.kk_json("verify", SCRATCH)["checks"]
+    assert [c["name"] for c in checks if not c["passed"]] == []
