@@ -2,8 +2,7 @@
 
 These tests run inside the lab's network namespace (`scripts/lab test`); they fail, never skip,
 when the lab is missing. The fleet `e2e` uses its own network (10.77.0.0/24) and state
-directory, so it never touches the lab's `crete` VMs; lane b's fleet `e2b` (see LANE) uses
-10.78.0.0/24.
+directory, so it never touches the lab's `crete` VMs.
 
 Boots and first deploys dominate the run under TCG, so they are spent once per session and
 shared; every module still establishes its own preconditions through these fixtures, so any
@@ -53,22 +52,11 @@ from tests.helpers.aptrepo import AptRepo
 
 ROOT = Path(__file__).resolve().parents[2]
 URI = "qemu:///system"
-#: `scripts/lab test` runs the end-to-end tests in two lanes side by side, each a pytest process
-#: with a fleet, network and state directory of its own. Under TCG one VM's work keeps one core
-#: busy, so a lane that deploys one VM at a time leaves the other core mostly idle:
-#: - lane "a" (the default, and every module run alone): the shared municipalities and control;
-#: - lane "b" (KALLIKRATIS_E2E_LANE=b): test_lifecycle.py on control alone, plus the scratch
-#:   municipality it onboards, backs up, restore-tests, destroys and restores.
-LANE = os.environ.get("KALLIKRATIS_E2E_LANE", "a")
-_LANES = {"a": ("e2e", "10.77.0"), "b": ("e2b", "10.78.0")}
-if LANE not in _LANES:
-    raise pytest.UsageError(f"KALLIKRATIS_E2E_LANE={LANE!r}: a lane is one of {sorted(_LANES)}")
-FLEET, _SUBNET = _LANES[LANE]
-NETWORK = f"kallikratis-{FLEET}"
-GATEWAY = f"{_SUBNET}.1"  # the fleet network's address on the host, inside the lab namespace
+FLEET = "e2e"
+NETWORK = "kallikratis-e2e"
+GATEWAY = "10.77.0.1"  # the e2e network's address on the host, inside the lab namespace
 POOL = "kallikratis"
-#: the shared, deployed municipalities (lane b has none: its scratch municipality is its own)
-SLUGS = ["archanes-asterousia", "hersonissos"] if LANE == "a" else []
+SLUGS = ["archanes-asterousia", "hersonissos"]  # the shared, deployed municipalities
 CONTROL = "control"  # the central services VM (inventory group `central`), shared too
 VMS = [*SLUGS, CONTROL]  # every shared VM: booted, deployed, snapshotted, reverted
 SCRATCH = "minoa-pediada"  # onboarded, killed and destroyed by the modules that need it
@@ -407,7 +395,7 @@ def _e2e_inventory(dest: Path) -> Path:
     data["fleet_name"] = FLEET
     data["fleet_domain"] = "e2e.kallikratis.test"
     data["fleet_network"].update(
-        name=NETWORK, cidr=f"{_SUBNET}.0/24", gateway=GATEWAY, dns=[GATEWAY], bridge=f"kk-{FLEET}"
+        name=NETWORK, cidr="10.77.0.0/24", gateway=GATEWAY, dns=[GATEWAY], bridge="kk-e2e"
     )
     f.fleet_yml.write_text(yaml.safe_dump(data, allow_unicode=True))
     for slug in list(f.municipalities()):  # host_vars stay: SCRATCH's are for onboarding
@@ -575,7 +563,7 @@ def deployed(
     art = Path(os.environ.get("KALLIKRATIS_TEST_ARTIFACTS", "/tmp/kallikratis-test-artifacts"))
     art.mkdir(parents=True, exist_ok=True)
     times = " ".join(f"{t:.1f}" for t in deployed.restores)
-    (art / f"{FLEET}-restores.txt").write_text(f"restores of {len(VMS)} VMs (s): {times}\n")
+    (art / "e2e-restores.txt").write_text(f"restores of {len(VMS)} VMs (s): {times}\n")
 
 
 @pytest.fixture(scope="module")

@@ -227,6 +227,7 @@ class OffsiteStandIn:
         self.proc = None
 
 
+@pytest.mark.extended
 def test_the_off_site_copy_goes_to_the_remote_and_its_failure_keeps_controls(
     lab: Lab, tmp_path: Path
 ) -> None:

@@ -103,7 +103,8 @@ def test_datasette_cuts_a_runaway_query_and_limits_sql_floods(site: Site) -> Non
 def acme(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """hersonissos switched to `tls: acme` with pebble as the ACME server, the admin paths
     allowed to a network the controller is not in, and a hostile display name; deployed once
-    (and once more, which must change nothing) for the tests below."""
+    (and once more, which must change nothing) for the tests below. Those are `extended`
+    (README: Tests): two deploys and a verify of one VM, about 5-6 min under TCG."""
     fleet, ip = site.fleet, site.ip
     work = tmp_path_factory.mktemp("acme")
     # pebble resolves every name to hersonissos through pebble-challtestsrv's mock DNS
@@ -145,6 +146,7 @@ def acme(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]
         dns.wait(10)
 
 
+@pytest.mark.extended
 def test_acme_deploy_gets_a_certificate_and_verify_passes(acme: dict) -> None:
     host = acme["first"]["hosts"][SLUG]
     assert host["failed"] == 0 and host["unreachable"] == 0, acme["first"]
@@ -154,6 +156,7 @@ def test_acme_deploy_gets_a_certificate_and_verify_passes(acme: dict) -> None:
     assert "test_acme_certificate_is_served_and_renewed" in names
 
 
+@pytest.mark.extended
 def test_a_second_acme_deploy_changes_nothing(site: Site, acme: dict) -> None:
     assert acme["second"]["hosts"][SLUG]["changed"] == 0, acme["second"]
     certs = site.fleet.ssh(SLUG, f"sudo ls /etc/letsencrypt/archive/{site.domain}/").split()
@@ -161,6 +164,7 @@ def test_a_second_acme_deploy_changes_nothing(site: Site, acme: dict) -> None:
     assert site.fleet.ssh(SLUG, "systemctl is-enabled certbot.timer").strip() == "enabled"
 
 
+@pytest.mark.extended
 def test_the_served_certificate_is_the_acme_one(site: Site, acme: dict) -> None:
     roots = site.fleet.inventory / "acme-roots.pem"
     status, _ = _request(site, "GET", "/", cafile=roots)  # chains to pebble's root
@@ -169,6 +173,7 @@ def test_the_served_certificate_is_the_acme_one(site: Site, acme: dict) -> None:
         _request(site, "GET", "/")  # and not to the fleet CA
 
 
+@pytest.mark.extended
 def test_admin_paths_outside_admin_allow_get_403(site: Site, acme: dict) -> None:
     roots = site.fleet.inventory / "acme-roots.pem"
     for path in ("/wp-admin/", "/wp-login.php"):
@@ -177,6 +182,7 @@ def test_admin_paths_outside_admin_allow_get_403(site: Site, acme: dict) -> None
         assert _request(site, "GET", path, cafile=roots)[0] in (200, 301, 302), path
 
 
+@pytest.mark.extended
 @pytest.mark.parametrize(
     ("unit", "prefix"),
     [
@@ -198,6 +204,7 @@ def test_the_hostile_name_stays_one_value_in_the_systemd_units(
     assert fleet.ssh(SLUG, f"systemctl is-active {unit}").strip() == "active"
 
 
+@pytest.mark.extended
 def test_the_hostile_name_is_shown_literally_on_the_public_pages(site: Site, acme: dict) -> None:
     roots = site.fleet.inventory / "acme-roots.pem"
     status, body = _request(site, "GET", "/?rest_route=/", cafile=roots)
