@@ -3,8 +3,9 @@
 One new inventory entry (the onboarding story): `up` killed in the middle then converged; onboarded
 with `opendata` off (its "absent" path) and unattended upgrades on; a post with a comment, an
 upload and a Kolibri learner made on it; backed up, and `restore-test` proves the archive in a
-throwaway VM while the original keeps serving; the automation key rotated; `destroy` takes a
-final backup; the same entry onboarded again and `restore` brings all four back, `verify` green.
+throwaway VM while the original keeps serving (extended); the automation key rotated; `destroy`
+takes a final backup; the same entry brought up and deployed again, and `restore` brings all
+four back, its own `verify` green.
 
 It works on the deployed shared fleet only through control, which holds the backup store; the
 shared municipalities are powered off from the onboarding on (``quiet``).
