@@ -4,9 +4,9 @@ municipalities' VMs into their append-only repositories on control, the refusals
 
 What a citizen or an employee made on hersonissos' portal and e-learning (a post with a comment,
 an uploaded file, a Kolibri learner) is backed up. `restore-test` and `restore` run in
-test_lifecycle on the scratch municipality: its archive is proven in a throwaway VM (extended);
-then it is destroyed (a final backup taken), brought up again and restored, and what was made
-on it is back.
+test_lifecycle: hersonissos' archive is proven in a throwaway VM in the background, while the
+scratch municipality is destroyed (a final backup taken), brought up again and restored, and
+what was made on it is back.
 """
 
 from __future__ import annotations
